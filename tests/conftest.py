@@ -1,0 +1,33 @@
+"""Shared fixtures: one tiny random model and one real SmolLM2, each loaded once per session."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from outlier_core.models import LoadedModel, load_model
+
+# A plain English prompt written for these tests; any ordinary prose shows the same outliers.
+PROSE = (
+    "The old lighthouse keeper walked down to the harbour every morning before sunrise. "
+    "He counted the fishing boats, wrote the weather in a small notebook, and then went "
+    "home to make tea for his sister, who had lived with him since the winter storm."
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_logs() -> None:
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+@pytest.fixture(scope="session")
+def tiny() -> LoadedModel:
+    torch.manual_seed(0)
+    return load_model("tiny-random", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def smol() -> LoadedModel:
+    return load_model("smollm2-135m", device="cpu")
