@@ -17,6 +17,7 @@ from outlier_core.errors import InputError
 COMMANDS: dict[str, tuple[str, str]] = {
     "scan": ("app.cli.scan_cmd", "per-layer activation outliers of one prompt"),
     "origin": ("app.cli.origin_cmd", "which block and which MLP neurons wrote a massive activation"),
+    "api": ("app.cli.api_cmd", "serve the HTTP API (FastAPI) on 127.0.0.1:8000"),
 }
 
 
