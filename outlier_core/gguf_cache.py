@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,15 @@ def converted_folder(gguf_path: Path) -> Path:
     config.architectures = [type(quantized).__name__]
     plain = AutoModelForCausalLM.from_config(config)
     plain.load_state_dict(quantized.state_dict())
-    partial = target.with_name(target.name + ".partial")
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
     plain.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
     (partial / "source.txt").write_text(f"{gguf_path}\n")
     (partial / _DONE_MARKER).touch()
-    partial.rename(target)  # atomic: a folder at `target` is always complete
+    try:
+        partial.rename(target)  # atomic: a folder at `target` is always complete
+    except OSError:
+        if not (target / _DONE_MARKER).exists():
+            raise
+        shutil.rmtree(partial)  # another process finished the same conversion first
     return target
