@@ -17,7 +17,8 @@ from outlier_core.errors import InputError
 COMMANDS: dict[str, tuple[str, str]] = {
     "scan": ("app.cli.scan_cmd", "per-layer activation outliers of one prompt"),
     "origin": ("app.cli.origin_cmd", "which block and which MLP neurons wrote a massive activation"),
-    "api": ("app.cli.api_cmd", "serve the HTTP API (FastAPI) on 127.0.0.1:8000"),
+    "weights": ("app.cli.weights_cmd", "statistics and outliers of every norm weight and projection matrix"),
+    "prepare": ("app.cli.prepare_cmd", "convert the embedded models to the fast-loading cache once"),
 }
 
 
