@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scan": ("app.cli.scan_cmd", "per-layer activation outliers of one prompt"),
     "origin": ("app.cli.origin_cmd", "which block and which MLP neurons wrote a massive activation"),
     "weights": ("app.cli.weights_cmd", "statistics and outliers of every norm weight and projection matrix"),
+    "intervene": ("app.cli.intervene_cmd", "zero, mean-replace, scale or set activations or weights: baseline vs intervened vs control"),
     "prepare": ("app.cli.prepare_cmd", "convert the embedded models to the fast-loading cache once"),
 }
 

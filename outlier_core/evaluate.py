@@ -1,0 +1,361 @@
+"""What an intervention changes: loss, perplexity, next-token predictions, outliers downstream.
+
+One call compares three arms on the same text: the baseline (cached per prompt, BOS
+setting and model state), the intervention, and a control that applies the same
+intervention to as many random ordinary coordinates. With activation interventions only,
+the intervened and control arms share one forward pass as two batch rows; weight edits
+change the weights for every row, so then each arm gets its own pass.
+
+Perplexity is exp(mean next-token NLL) over every position after the first, from one
+forward pass when the text fits the context.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+import torch
+
+from outlier_core.capture import Scan, scan_encoded
+from outlier_core.corpus import Corpus
+from outlier_core.errors import InputError
+from outlier_core.interventions import Intervention, intervened, intervened_rows, site_width
+from outlier_core.model_cache import ModelCache
+from outlier_core.models import LoadedModel
+from outlier_core.reference_means import CARRIER_RULE, ReferenceMeans, reference_means
+from outlier_core.tokens import Encoded, encode
+from outlier_core.weight_edits import AxisIndex, WeightEdit, edited_weights, resolve_parameter
+from outlier_core.weights import WeightRule, weight_outlier_mask
+
+log = logging.getLogger(__name__)
+
+LOGITS_HOOK = "unembed.hook_out"  # (B, T, V); fires even when the forward returns nothing
+_baselines = ModelCache(size=64)
+
+
+@dataclass(frozen=True)
+class Loss:
+    loss: float  # mean next-token NLL in nats
+    n_tokens: int  # predictions scored
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.loss) if self.loss < 700 else math.inf
+
+    def to_json(self) -> dict:
+        return {"loss": _finite(self.loss), "perplexity": _finite(self.perplexity), "n_tokens": self.n_tokens}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    token_id: int
+    token: str
+    prob: float
+
+    def to_json(self) -> dict:
+        return {"token_id": self.token_id, "token": self.token, "prob": _finite(self.prob)}
+
+
+@dataclass(frozen=True)
+class LayerEffect:
+    layer: int
+    max_abs_before: float
+    max_abs_after: float
+    sink_share_before: float  # mean attention queries put on position 0
+    sink_share_after: float
+
+
+@dataclass(frozen=True)
+class InterventionResult:
+    tokens: tuple[str, ...]  # the prompt's
+    prepend_bos: bool
+    eval_source: str  # "prompt" or the evaluation text's name
+    interventions: tuple[Intervention, ...]
+    weight_edits: tuple[WeightEdit, ...]
+    control_interventions: tuple[Intervention, ...]
+    control_weight_edits: tuple[WeightEdit, ...]
+    baseline: Loss  # on the evaluation text
+    intervened: Loss
+    control: Loss
+    prompt_baseline: Loss
+    prompt_intervened: Loss
+    prompt_control: Loss
+    top_before: tuple[Prediction, ...]  # next token after the prompt
+    top_after: tuple[Prediction, ...]
+    layers: tuple[LayerEffect, ...]
+
+    def to_json(self) -> dict:
+        """The intervention contract shared by the CLI (`--json`) and the API."""
+        return {
+            "baseline": self.baseline.to_json(),
+            "intervened": self.intervened.to_json(),
+            "control": self.control.to_json(),
+            "prompt": {
+                "baseline": self.prompt_baseline.to_json(),
+                "intervened": self.prompt_intervened.to_json(),
+                "control": self.prompt_control.to_json(),
+            },
+            "eval_source": self.eval_source,
+            "prepend_bos": self.prepend_bos,
+            "tokens": list(self.tokens),
+            "interventions": [iv.to_json() for iv in self.interventions],
+            "weight_edits": [e.to_json() for e in self.weight_edits],
+            "control_interventions": [iv.to_json() for iv in self.control_interventions],
+            "control_weight_edits": [e.to_json() for e in self.control_weight_edits],
+            "top_k": {"before": [p.to_json() for p in self.top_before], "after": [p.to_json() for p in self.top_after]},
+            "layers": [
+                {"layer": e.layer, "max_abs_before": _finite(e.max_abs_before), "max_abs_after": _finite(e.max_abs_after),
+                 "sink_share_before": _finite(e.sink_share_before), "sink_share_after": _finite(e.sink_share_after)}
+                for e in self.layers
+            ],
+        }
+
+
+def _finite(x: float) -> float | None:
+    """JSON has no NaN or inf; an overflowing intervention reports null instead."""
+    return x if math.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class _RowScore:
+    nll_sum: float
+    n_tokens: int
+    top: tuple[Prediction, ...]
+
+
+def _score_rows(model: LoadedModel, ids: torch.Tensor, top_k: int, out: list[_RowScore]) -> Callable:
+    """A hook that reduces the logits to per-row NLL sums and last-position top-k, on the device."""
+
+    def hook(logits: torch.Tensor, *, hook) -> None:  # logits: (B, T, V)
+        for row in range(logits.shape[0]):
+            logp = torch.log_softmax(logits[row].float(), dim=-1)  # (T, V)
+            nll = -logp[:-1].gather(-1, ids[row, 1:, None].to(logp.device))[:, 0]  # (T-1,)
+            probs, token_ids = logp[-1].exp().topk(top_k)  # (k,), (k,)
+            top = tuple(
+                Prediction(int(t), model.tokenizer.decode([int(t)]), float(p))
+                for t, p in zip(token_ids.tolist(), probs.tolist())
+            )
+            out.append(_RowScore(float(nll.double().sum()), int(nll.numel()), top))
+
+    return hook
+
+
+def _forward_scores(model: LoadedModel, ids: torch.Tensor, top_k: int) -> list[_RowScore]:
+    scores: list[_RowScore] = []
+    with torch.inference_mode(), model.bridge.hooks(fwd_hooks=[(LOGITS_HOOK, _score_rows(model, ids, top_k, scores))]):
+        model.bridge(ids, return_type=None)
+    return scores
+
+
+def _scan_and_scores(model: LoadedModel, encoded: Encoded, top_k: int) -> tuple[Scan, list[_RowScore]]:
+    """One forward: the scan (which reads batch row 0) and the scores of every row."""
+    scores: list[_RowScore] = []
+    with model.bridge.hooks(fwd_hooks=[(LOGITS_HOOK, _score_rows(model, encoded.ids, top_k, scores))]):
+        scan = scan_encoded(model, encoded, rule=CARRIER_RULE)
+    return scan, scores
+
+
+def _prompt_baseline(model: LoadedModel, encoded: Encoded, top_k: int) -> tuple[Scan, _RowScore]:
+    def compute() -> tuple[Scan, _RowScore]:
+        scan, scores = _scan_and_scores(model, encoded, top_k)
+        return scan, scores[0]
+
+    return _baselines.get(model, ("prompt", tuple(encoded.ids[0].tolist()), top_k), compute)
+
+
+def _window_baseline(model: LoadedModel, ids: torch.Tensor, top_k: int) -> _RowScore:
+    return _baselines.get(model, ("window", tuple(ids[0].tolist()), top_k), lambda: _forward_scores(model, ids, top_k)[0])
+
+
+def _loss(scores: Sequence[_RowScore]) -> Loss:
+    n = sum(s.n_tokens for s in scores)
+    return Loss(sum(s.nll_sum for s in scores) / n, n)
+
+
+def eval_windows(model: LoadedModel, corpus: Corpus, prepend_bos: bool, window: int | None = None) -> list[torch.Tensor]:
+    """The evaluation text as (1, T) id rows: one row when it fits `window` (default: the context).
+
+    Passages are tokenized one by one and rejoined by a blank line, so a text longer than the
+    context (or than `max_tokens` of one encode) still goes through the one tokenization path.
+    """
+    window = min(window or model.n_ctx, model.n_ctx)
+    stream: list[int] = []
+    for i, passage in enumerate(corpus.passages):
+        stream.extend(encode(model, passage if i == 0 else "\n\n" + passage, prepend_bos=False).ids[0].tolist())
+    body = window - 1 if prepend_bos else window
+    if len(stream) > body:
+        dropped = len(stream) % body
+        if dropped:
+            log.info("scoring %s in %d windows of %d tokens; the last %d tokens are left out",
+                     corpus.name, len(stream) // body, window, dropped)
+        stream = stream[: len(stream) - dropped]
+    rows = [stream[i:i + body] for i in range(0, len(stream), body)]
+    if prepend_bos:
+        rows = [[model.bos_token_id, *row] for row in rows]
+    if len(rows[0]) < 2:
+        raise InputError("eval_text", "needs at least two tokens to score")
+    return [torch.tensor([row], device=model.device) for row in rows]
+
+
+def _pick(pool: list[int], fallback: list[int], n: int, generator: torch.Generator) -> tuple[int, ...]:
+    source = pool if len(pool) >= n else fallback
+    order = torch.randperm(len(source), generator=generator)[:n]
+    return tuple(sorted(source[i] for i in order.tolist()))
+
+
+def control_interventions(
+    model: LoadedModel, interventions: Sequence[Intervention], scan: Scan, seq_len: int, generator: torch.Generator
+) -> tuple[Intervention, ...]:
+    """Each intervention moved to as many random ordinary positions and dims, same layer, site and mode.
+
+    Ordinary: not a token that carries a massive activation at any layer of the baseline, not
+    a dim that is massive anywhere (for residual-width sites), and not an intervened coordinate.
+    """
+    carrier_positions = {m.position for m in scan.massive}
+    massive_dims = {m.dim for m in scan.massive}
+    controls = []
+    for iv in interventions:
+        width = site_width(model, iv.site)
+        position, dim = iv.position, iv.dim
+        if position != "all":
+            others = [p for p in range(seq_len) if p not in position]
+            position = _pick([p for p in others if p not in carrier_positions], others or list(range(seq_len)), len(position), generator)
+        if dim != "all":
+            others = [d for d in range(width) if d not in dim]
+            ordinary = [d for d in others if d not in massive_dims] if width == model.d_model else others
+            dim = _pick(ordinary, others, len(dim), generator)
+        controls.append(replace(iv, position=position, dim=dim))
+    return tuple(controls)
+
+
+def _other_index(i: AxisIndex, size: int, generator: torch.Generator) -> AxisIndex:
+    """A uniformly random index other than `i` along an axis of `size`; "all" stays."""
+    if i == "all" or size == 1:
+        return i
+    return (i + 1 + int(torch.randint(size - 1, (1,), generator=generator))) % size
+
+
+def control_weight_edits(model: LoadedModel, edits: Sequence[WeightEdit], generator: torch.Generator) -> tuple[WeightEdit, ...]:
+    """Each edit moved to a random other index on every indexed axis; a single entry avoids weight outliers."""
+    controls = []
+    for edit in edits:
+        p = resolve_parameter(model, edit)
+        outliers = None if "all" in edit.index else weight_outlier_mask(p.detach(), WeightRule())
+        for _ in range(100):  # outliers are a small share of entries: a few draws suffice
+            index = tuple(_other_index(i, size, generator) for i, size in zip(edit.index, p.shape))
+            if outliers is None or not bool(outliers[index]):
+                break
+        controls.append(replace(edit, index=index))
+    return tuple(controls)
+
+
+def _means_for(model: LoadedModel, interventions: Sequence[Intervention], corpus: Corpus | None, prepend_bos: bool) -> dict[str, ReferenceMeans]:
+    sites = {iv.site for iv in interventions if iv.mode == "mean"}
+    return {site: reference_means(model, site, corpus, prepend_bos) for site in sites}
+
+
+def _arm_scores(
+    model: LoadedModel,
+    ids: torch.Tensor,
+    arms: tuple[tuple[Sequence[Intervention], Sequence[WeightEdit]], ...],
+    means: dict[str, ReferenceMeans],
+    top_k: int,
+    encoded: Encoded | None = None,
+) -> tuple[Scan | None, list[_RowScore]]:
+    """Scores of each arm on `ids` (1, T), plus the first arm's scan when `encoded` is given.
+
+    Without weight edits all arms run as batch rows of one forward pass.
+    """
+    seq_len = ids.shape[1]
+    if not any(edits for _, edits in arms):
+        batch = ids.expand(len(arms), -1)  # (arms, T)
+        with intervened_rows(model, [ivs for ivs, _ in arms], seq_len, means):
+            if encoded is None:
+                return None, _forward_scores(model, batch, top_k)
+            return _scan_and_scores(model, replace(encoded, ids=batch), top_k)
+    scan, scores = None, []
+    for i, (ivs, edits) in enumerate(arms):
+        with edited_weights(model, edits), intervened(model, ivs, seq_len, means):
+            if i == 0 and encoded is not None:
+                scan, arm_scores = _scan_and_scores(model, encoded, top_k)
+            else:
+                arm_scores = _forward_scores(model, ids, top_k)
+        scores.extend(arm_scores)
+    return scan, scores
+
+
+def evaluate(
+    model: LoadedModel,
+    text: str,
+    interventions: Sequence[Intervention] = (),
+    weight_edits: Sequence[WeightEdit] = (),
+    *,
+    prepend_bos: bool = True,
+    eval_text: Corpus | None = None,
+    means_corpus: Corpus | None = None,
+    top_k: int = 5,
+    seed: int = 0,
+    eval_window: int | None = None,
+) -> InterventionResult:
+    """Baseline vs intervened vs control on `eval_text` (default: the prompt itself)."""
+    interventions, weight_edits = tuple(interventions), tuple(weight_edits)
+    if not interventions and not weight_edits:
+        raise InputError("interventions", "give at least one activation or weight intervention")
+    if not 1 <= top_k <= model.d_vocab:
+        raise InputError("top_k", f"must be between 1 and {model.d_vocab}")
+    encoded = encode(model, text, prepend_bos)
+    seq_len = encoded.ids.shape[1]
+    if seq_len < 2:
+        raise InputError("text", "needs at least two tokens to score")
+    windows = eval_windows(model, eval_text, prepend_bos, eval_window) if eval_text else []
+    for iv in interventions:
+        for length in [seq_len, *(w.shape[1] for w in windows)]:
+            iv.check(model, length)
+    for edit in weight_edits:
+        resolve_parameter(model, edit)
+    means = _means_for(model, interventions, means_corpus, prepend_bos)
+
+    scan_before, base_score = _prompt_baseline(model, encoded, top_k)
+    generator = torch.Generator().manual_seed(seed)
+    shortest = min([seq_len, *(w.shape[1] for w in windows)])
+    control_ivs = control_interventions(model, interventions, scan_before, shortest, generator)
+    control_edits = control_weight_edits(model, weight_edits, generator)
+    arms = ((interventions, weight_edits), (control_ivs, control_edits))
+
+    scan_after, prompt_scores = _arm_scores(model, encoded.ids, arms, means, top_k, encoded)
+    prompt_baseline = _loss([base_score])
+    prompt_intervened, prompt_control = _loss(prompt_scores[:1]), _loss(prompt_scores[1:])
+    if windows:
+        window_base = [_window_baseline(model, w, top_k) for w in windows]
+        window_arms = [_arm_scores(model, w, arms, means, top_k)[1] for w in windows]
+        baseline = _loss(window_base)
+        after = _loss([s[0] for s in window_arms])
+        control = _loss([s[1] for s in window_arms])
+    else:
+        baseline, after, control = prompt_baseline, prompt_intervened, prompt_control
+
+    layers = tuple(
+        LayerEffect(b.layer, b.max_abs, a.max_abs, sb, sa)
+        for b, a, sb, sa in zip(scan_before.layers, scan_after.layers, scan_before.sink_share, scan_after.sink_share)
+    )
+    return InterventionResult(
+        tokens=encoded.tokens,
+        prepend_bos=prepend_bos,
+        eval_source=eval_text.name if eval_text else "prompt",
+        interventions=interventions,
+        weight_edits=weight_edits,
+        control_interventions=control_ivs,
+        control_weight_edits=control_edits,
+        baseline=baseline,
+        intervened=after,
+        control=control,
+        prompt_baseline=prompt_baseline,
+        prompt_intervened=prompt_intervened,
+        prompt_control=prompt_control,
+        top_before=base_score.top,
+        top_after=prompt_scores[0].top,
+        layers=layers,
+    )

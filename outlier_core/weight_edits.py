@@ -1,0 +1,112 @@
+"""Temporary weight interventions: zero, scale or set an entry, row or column of a parameter.
+
+A `WeightEdit` names a parameter by its Hugging Face name and an index with one entry per
+axis, each an int or "all": `(507, 1487)` is one entry of a matrix, `(507, "all")` its
+row 507, `("all", 1487)` its column 1487, `(12,)` one entry of a norm weight. Inside
+`edited_weights(...)` the entries hold the new values; on exit the saved originals are
+copied back, so the parameter is bit-identical afterwards, errors included.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+from outlier_core.errors import InputError
+from outlier_core.models import LoadedModel
+
+WEIGHT_MODES = ("zero", "scale", "set")
+AxisIndex = int | str  # an index along one axis, or "all"
+
+# Bridges with edits in force: caches must neither read nor store results while they are.
+_active: "weakref.WeakKeyDictionary[torch.nn.Module, int]" = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class WeightEdit:
+    parameter: str  # plain HF name, e.g. model.layers.11.mlp.down_proj.weight
+    index: tuple[AxisIndex, ...]  # one entry per axis of the parameter
+    mode: str = "zero"
+    value: float | None = None  # factor for scale, new value for set
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.parameter, str) or not self.parameter:
+            raise InputError("parameter", "must be a parameter name")
+        index = tuple(self.index) if isinstance(self.index, (list, tuple)) else (self.index,)
+        for i in index:
+            if i != "all" and (isinstance(i, bool) or not isinstance(i, int)):
+                raise InputError("index", f"each index must be an int or 'all', got {i!r}")
+        object.__setattr__(self, "index", index)
+        if self.mode not in WEIGHT_MODES:
+            hint = "mean applies to activations only" if self.mode == "mean" else f"unknown mode {self.mode!r}"
+            raise InputError("mode", f"{hint}; a weight edit takes {', '.join(WEIGHT_MODES)}")
+        if self.value is not None and (isinstance(self.value, bool) or not isinstance(self.value, (int, float)) or not math.isfinite(self.value)):
+            raise InputError("value", "must be a finite number")
+        if self.mode == "zero":
+            object.__setattr__(self, "value", None)
+        elif self.value is None:
+            raise InputError("value", f"mode {self.mode} needs a value")
+
+    @property
+    def selector(self) -> tuple[slice | int, ...]:
+        return tuple(slice(None) if i == "all" else i for i in self.index)
+
+    def to_json(self) -> dict:
+        return {"parameter": self.parameter, "index": list(self.index), "mode": self.mode, "value": self.value}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "WeightEdit":
+        if not isinstance(data, dict):
+            raise InputError("weight_edits", "each weight edit must be an object")
+        return cls(data.get("parameter"), data.get("index", ()), data.get("mode", "zero"), data.get("value"))
+
+
+def resolve_parameter(model: LoadedModel, edit: WeightEdit) -> torch.nn.Parameter:
+    """The parameter an edit names, after checking its name and index against the model."""
+    params = model.hf_parameters()
+    if edit.parameter not in params:
+        raise InputError("parameter", f"no parameter named {edit.parameter!r}; names look like {next(iter(params))!r}")
+    p = params[edit.parameter]
+    if len(edit.index) != p.ndim:
+        raise InputError("index", f"{edit.parameter} has {p.ndim} axes {tuple(p.shape)}; give {p.ndim} indices, got {len(edit.index)}")
+    for axis, (i, size) in enumerate(zip(edit.index, p.shape)):
+        if i != "all" and not 0 <= i < size:
+            raise InputError("index", f"{i} on axis {axis} of {edit.parameter} is out of range 0..{size - 1}")
+    return p
+
+
+def active(model: LoadedModel) -> bool:
+    return _active.get(model.bridge, 0) > 0
+
+
+def _new_value(original: torch.Tensor, edit: WeightEdit) -> torch.Tensor:
+    if edit.mode == "zero":
+        return torch.zeros_like(original)
+    if edit.mode == "scale":
+        return original * edit.value
+    return torch.full_like(original, edit.value)
+
+
+@contextmanager
+def edited_weights(model: LoadedModel, edits: Sequence[WeightEdit]) -> Iterator[None]:
+    """Apply `edits` in order for the duration of the block; restore bit for bit on exit."""
+    targets = [(resolve_parameter(model, e), e) for e in edits]  # validate all before touching any
+    saved: list[tuple[torch.nn.Parameter, tuple, torch.Tensor]] = []
+    _active[model.bridge] = _active.get(model.bridge, 0) + 1
+    try:
+        # `.data` writes leave the version counter alone: the weights are only borrowed,
+        # and caches keyed by that counter stay valid once they are restored.
+        for p, edit in targets:
+            original = p.data[edit.selector].clone()
+            saved.append((p, edit.selector, original))
+            p.data[edit.selector] = _new_value(original, edit)
+        yield
+    finally:
+        for p, selector, original in reversed(saved):  # reversed: overlapping edits unwind correctly
+            p.data[selector] = original
+        _active[model.bridge] -= 1
