@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "origin": ("app.cli.origin_cmd", "which block and which MLP neurons wrote a massive activation"),
     "weights": ("app.cli.weights_cmd", "statistics and outliers of every norm weight and projection matrix"),
     "intervene": ("app.cli.intervene_cmd", "zero, mean-replace, scale or set activations or weights: baseline vs intervened vs control"),
+    "mask": ("app.cli.mask_cmd", "build a selection mask by the outlier rules (suggest), or show one"),
+    "finetune": ("app.cli.finetune_cmd", "fine-tune only a mask's coordinates and compare with baselines"),
     "prepare": ("app.cli.prepare_cmd", "convert the embedded models to the fast-loading cache once"),
 }
 

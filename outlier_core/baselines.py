@@ -1,0 +1,179 @@
+"""Baselines that give a sparse fine-tune's result a meaning, at an equal budget where one exists.
+
+- random: a random mask of the same size and shape (`mask_rules.random_like`), same tuner;
+- ln: every norm weight entry (`mask_rules.norm_mask`), same tuner;
+- lora: Hugging Face peft LoRA on the same underlying model, rank chosen so its trainable
+  count is closest to the mask's;
+- full: every weight trains; the base values are kept aside and put back afterwards.
+
+Each tuning offers what the training loop needs: `parameters()`, `trainable`, `changed()`,
+`save(path)` and `close()`, which leaves the model exactly as it was.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from outlier_core.masks import SelectionMask, model_shapes, plain_name
+from outlier_core.models import LoadedModel
+
+ADAPTER = "default"
+DEFAULT_LORA_TARGETS = ("self_attn.q_proj", "self_attn.v_proj")  # peft's own default for Llama
+
+
+def linear_modules(model: LoadedModel) -> dict[str, str]:
+    """Plain HF module name -> its name in the bridged model, for every projection (not the LM head)."""
+    vocab = model.d_vocab
+    found = {}
+    for full_name, module in model.hf_model.named_modules():
+        if type(module) is nn.Linear and vocab not in module.weight.shape:
+            found[full_name.replace("._original_component", "")] = full_name
+    return found
+
+
+def lora_targets(model: LoadedModel, mask: SelectionMask) -> list[str]:
+    """The projections the mask touches, most selected coordinates first (LoRA in the same
+    places); peft's default q/v projections when it touches none."""
+    modules = linear_modules(model)
+    counts = mask.counts()
+    touched = [name.removesuffix(".weight") for name in counts if name.removesuffix(".weight") in modules]
+    if touched:
+        return sorted(touched, key=lambda t: (-counts[f"{t}.weight"], t))
+    return sorted(name for name in modules if name.endswith(DEFAULT_LORA_TARGETS))
+
+
+def lora_rank_for(budget: int, model: LoadedModel, targets: list[str]) -> int:
+    """The rank r >= 1 whose count r × Σ(in + out) over the targets is closest to `budget`."""
+    per_rank = _per_rank(model, targets)
+    low = max(1, budget // per_rank)
+    return min((low, low + 1), key=lambda r: (abs(r * per_rank - budget), r))
+
+
+def lora_plan(model: LoadedModel, mask: SelectionMask) -> tuple[list[str], int]:
+    """(targets, rank) whose trainable count is closest to the mask's.
+
+    The rank comes first; when even rank 1 on every touched projection exceeds the mask's
+    count, LoRA keeps the leading targets (those holding most of the mask) whose rank-1
+    count is closest to it.
+    """
+    targets = lora_targets(model, mask)
+    if _per_rank(model, targets) <= mask.count:
+        return targets, lora_rank_for(mask.count, model, targets)
+    costs = [_per_rank(model, targets[: n + 1]) for n in range(len(targets))]
+    n = min(range(len(targets)), key=lambda i: (abs(costs[i] - mask.count), i))
+    return targets[: n + 1], 1
+
+
+def _per_rank(model: LoadedModel, targets: list[str]) -> int:
+    shapes, _ = model_shapes(model)
+    return sum(sum(shapes[f"{t}.weight"]) for t in targets)  # (out + in) per target
+
+
+class LoraTuning:
+    """peft LoRA injected in place into the bridged HF model (no PeftModel wrapper)."""
+
+    def __init__(self, model: LoadedModel, targets: list[str], rank: int, alpha: float | None = None):
+        from peft import LoraConfig, inject_adapter_in_model
+        from peft.tuners.lora import LoraLayer
+
+        modules = linear_modules(model)
+        self.model = model
+        self.targets = targets
+        self.rank = rank
+        self.alpha = float(alpha if alpha is not None else 2 * rank)
+        config = LoraConfig(r=rank, lora_alpha=self.alpha, lora_dropout=0.0, target_modules=[modules[t] for t in targets])
+        inject_adapter_in_model(config, model.hf_model, adapter_name=ADAPTER)
+        self.layers: dict[str, LoraLayer] = {
+            full_name.replace("._original_component", ""): module
+            for full_name, module in model.hf_model.named_modules()
+            if isinstance(module, LoraLayer)
+        }
+        self._parents = {name: full_name for name, full_name in modules.items() if name in self.layers}
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for layer in self.layers.values() for p in (layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight)]
+
+    @property
+    def trainable(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def set_enabled(self, enabled: bool) -> None:
+        for layer in self.layers.values():
+            layer.enable_adapters(enabled)
+
+    def changed(self) -> int:
+        """Entries where base + B·A·scale (what merging would write) differs from the base."""
+        with torch.no_grad():
+            total = 0
+            for layer in self.layers.values():
+                base = layer.get_base_layer().weight
+                total += int(((base + layer.get_delta_weight(ADAPTER).to(base.dtype)) != base).sum())
+            return total
+
+    def save(self, path: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        tensors = {}
+        for name, layer in self.layers.items():
+            tensors[f"{name}.lora_A"] = layer.lora_A[ADAPTER].weight.detach().cpu().contiguous()  # (r, in)
+            tensors[f"{name}.lora_B"] = layer.lora_B[ADAPTER].weight.detach().cpu().contiguous()  # (out, r)
+        meta = {"format": "outlier-lab-lora/1", "rank": str(self.rank), "alpha": str(self.alpha), "targets": json.dumps(self.targets)}
+        save_file(tensors, str(path), metadata=meta)
+        return Path(path)
+
+    def close(self) -> None:
+        """Put each original Linear back where peft put its LoRA layer."""
+        for full_name, module in list(self.model.hf_model.named_modules()):
+            if module in self.layers.values():
+                parent, child = full_name.rsplit(".", 1)
+                setattr(self.model.hf_model.get_submodule(parent), child, module.get_base_layer())
+        self.layers = {}
+
+
+class FullTuning:
+    """Every base weight trains. A copy of the base stays on the CPU and is restored by `close()`."""
+
+    def __init__(self, model: LoadedModel):
+        self.model = model
+        self.params = _unique_parameters(model)
+        self._saved = {name: p.detach().to("cpu", copy=True) for name, p in self.params.items()}
+
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self.params.values())
+
+    @property
+    def trainable(self) -> int:
+        return sum(p.numel() for p in self.params.values())
+
+    def set_enabled(self, enabled: bool) -> None:
+        if not enabled:
+            raise NotImplementedError("full fine-tuning has no separate deltas to switch off")
+
+    def changed(self) -> int:
+        with torch.no_grad():
+            return sum(int((p.detach().cpu() != self._saved[n]).sum()) for n, p in self.params.items())
+
+    def save(self, path: str | Path) -> None:
+        """Not written: a full fine-tune's deltas are as large as the model."""
+        return None
+
+    def close(self) -> None:
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.copy_(self._saved[name].to(p.device))
+                p.grad = None
+
+
+def _unique_parameters(model: LoadedModel) -> dict[str, nn.Parameter]:
+    found: dict[str, nn.Parameter] = {}
+    seen: set[int] = set()
+    for full_name, p in model.hf_model.named_parameters():
+        name = plain_name(full_name)
+        if name is not None and id(p) not in seen:
+            seen.add(id(p))
+            found[name] = p
+    return found

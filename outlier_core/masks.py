@@ -1,0 +1,442 @@
+"""Selection masks: named sets of parameter coordinates, each part with its provenance.
+
+A coordinate is `(parameter, index)` with `parameter` the plain Hugging Face name
+(`model.layers.11.mlp.down_proj.weight`). Indices follow the HF layout of the tensor: a
+Linear weight is `[out_features, in_features]`, so a *row* `W[i, :]` is everything that
+writes output i and a *column* `W[:, j]` is everything that reads input j.
+
+A part selects `entries` (index (N, ndim): one coordinate per row of the index), `rows`
+(index (N,), 2-D parameters) or `columns` (index (N,), 2-D parameters). Parts may overlap;
+the mask's count is the number of distinct coordinates. Part order and index order are
+kept as given (a rule lists its best coordinates first), so files round-trip exactly.
+
+Files: a JSON manifest (human-readable, indices inline) and a `.safetensors` twin holding,
+per parameter, the (K, ndim) coordinates it selects, plus one index tensor per part and the
+manifest in its metadata. Either file alone loads the mask back.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from outlier_core.errors import InputError
+from outlier_core.models import LoadedModel
+
+FORMAT = "outlier-lab-mask/1"
+KINDS = ("entries", "rows", "columns")
+LAYOUT_NOTE = "indices in Hugging Face layout: a Linear weight is [out_features, in_features]"
+
+
+def plain_name(full_name: str) -> str | None:
+    """The HF name of a parameter seen through the bridge, a parametrization or a LoRA layer.
+
+    None for parameters that are not part of the base model (LoRA factors, sparse deltas).
+    """
+    name = full_name.replace("._original_component", "")
+    if ".lora_" in name or (".parametrizations." in name and not name.endswith(".original")):
+        return None
+    name = name.replace(".base_layer.", ".")
+    if ".parametrizations." in name:  # `x.parametrizations.weight.original` is the base `x.weight`
+        prefix, rest = name.split(".parametrizations.", 1)
+        name = f"{prefix}.{rest.removesuffix('.original')}"
+    return name
+
+
+def base_parameters(model: LoadedModel) -> dict[str, torch.Tensor]:
+    """Base parameters by plain HF name, also while a sparse delta or LoRA layer is attached."""
+    found: dict[str, torch.Tensor] = {}
+    for full_name, p in model.hf_model.named_parameters():
+        name = plain_name(full_name)
+        if name is not None:
+            found.setdefault(name, p)
+    return found
+
+
+def model_shapes(model: LoadedModel) -> tuple[dict[str, tuple[int, ...]], int]:
+    """({plain name: shape}, total parameter count)."""
+    params = base_parameters(model)
+    return {n: tuple(p.shape) for n, p in params.items()}, sum(p.numel() for p in params.values())
+
+
+@dataclass(frozen=True, eq=False)
+class MaskPart:
+    parameter: str
+    kind: str  # entries | rows | columns
+    index: torch.Tensor  # int64 on the CPU; entries: (N, ndim), rows/columns: (N,)
+    source: str  # the rule or click that added it
+
+    def same_as(self, other: MaskPart) -> bool:
+        return (
+            (self.parameter, self.kind, self.source) == (other.parameter, other.kind, other.source)
+            and self.index.shape == other.index.shape
+            and torch.equal(self.index, other.index)
+        )
+
+    def flat(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """The flat (row-major) positions this part covers in a tensor of `shape`: (M,) int64, unsorted."""
+        if self.kind == "entries":
+            strides = torch.tensor(_strides(shape), dtype=torch.int64)  # (ndim,)
+            return (self.index * strides).sum(dim=1)  # (N,)
+        rows, cols = shape
+        if self.kind == "rows":
+            return (self.index[:, None] * cols + torch.arange(cols)).flatten()  # (N * cols,)
+        return (torch.arange(rows)[:, None] * cols + self.index[None, :]).flatten()  # (rows * N,)
+
+    def size(self, shape: tuple[int, ...]) -> int:
+        """Coordinates listed by this part, counting repeats (so trimming can budget before a union)."""
+        n = int(self.index.shape[0])
+        return n if self.kind == "entries" else n * (shape[1] if self.kind == "rows" else shape[0])
+
+
+def _strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
+def make_part(parameter: str, kind: str, index: Any, source: str, shape: tuple[int, ...], field_name: str = "part") -> MaskPart:
+    """A checked part. `index` may be a tensor or nested lists of ints."""
+    if not isinstance(parameter, str) or not parameter:
+        raise InputError(f"{field_name}.parameter", "must be a non-empty string")
+    if kind not in KINDS:
+        raise InputError(f"{field_name}.kind", f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if not isinstance(source, str) or not source:
+        raise InputError(f"{field_name}.source", "must say which rule or click added the part")
+    if kind != "entries" and len(shape) != 2:
+        raise InputError(f"{field_name}.kind", f"{kind} need a 2-D parameter; {parameter} has shape {list(shape)}")
+    tensor = _index_tensor(index, f"{field_name}.index")
+    if kind == "entries":
+        if tensor.numel() == 0:
+            tensor = tensor.reshape(0, len(shape))
+        if tensor.ndim == 1 and len(shape) == 1:
+            tensor = tensor[:, None]
+        if tensor.ndim != 2 or tensor.shape[1] != len(shape):
+            raise InputError(f"{field_name}.index", f"entries need one [{', '.join(['i'] * len(shape))}] per coordinate for shape {list(shape)}")
+        limits = torch.tensor(shape, dtype=torch.int64)  # (ndim,)
+    else:
+        if tensor.ndim != 1:
+            raise InputError(f"{field_name}.index", f"{kind} need a flat list of indices")
+        limits = torch.tensor(shape[0] if kind == "rows" else shape[1], dtype=torch.int64)
+    if tensor.numel() and ((tensor < 0).any() or (tensor >= limits).any()):
+        bad = tensor[((tensor < 0) | (tensor >= limits)).reshape(tensor.shape[0], -1).any(dim=1)][0].tolist()
+        raise InputError(f"{field_name}.index", f"{bad} is out of range for {parameter} with shape {list(shape)}")
+    return MaskPart(parameter, kind, tensor, source)
+
+
+def _index_tensor(index: Any, field_name: str) -> torch.Tensor:
+    if isinstance(index, torch.Tensor):
+        if index.dtype.is_floating_point or index.dtype.is_complex or index.dtype == torch.bool:
+            raise InputError(field_name, f"must hold integers, not {index.dtype}")
+        return index.detach().to("cpu", torch.int64).clone()
+    if not isinstance(index, (list, tuple)) or not _all_ints(index):
+        raise InputError(field_name, "must be a list of integers (or of [i, j] integer pairs)")
+    try:
+        return torch.tensor(index, dtype=torch.int64)
+    except (ValueError, TypeError, RuntimeError) as err:  # ragged lists, ints past int64
+        raise InputError(field_name, "must be a rectangular list of integers") from err
+
+
+def _all_ints(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_all_ints(v) for v in value)
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, eq=False)
+class SelectionMask:
+    name: str
+    model: str  # name of the model it was built for
+    n_model_params: int  # that model's parameter count: the share's denominator, and a model check
+    shapes: Mapping[str, tuple[int, ...]]  # every parameter a part touches -> its shape
+    parts: tuple[MaskPart, ...] = field(default=())
+
+    @classmethod
+    def empty(cls, model: LoadedModel, name: str) -> SelectionMask:
+        if not isinstance(name, str) or not name.strip():
+            raise InputError("name", "must be a non-empty string")
+        _, total = model_shapes(model)
+        return cls(name.strip(), model.name, total, {}, ())
+
+    def add(self, model: LoadedModel, parameter: str, kind: str, index: Any, source: str) -> SelectionMask:
+        """A new mask with one more part (a click, a dim, a rule's pick), checked against `model`."""
+        shapes, _ = model_shapes(model)
+        if parameter not in shapes:
+            raise InputError("parameter", f"unknown parameter {parameter!r} for model {model.name}")
+        part = make_part(parameter, kind, index, source, shapes[parameter])
+        return self.with_parts([part], {parameter: shapes[parameter]})
+
+    def with_parts(self, parts: list[MaskPart], shapes: Mapping[str, tuple[int, ...]]) -> SelectionMask:
+        merged = {**self.shapes, **{p.parameter: tuple(shapes[p.parameter]) for p in parts}}
+        return SelectionMask(self.name, self.model, self.n_model_params, merged, self.parts + tuple(parts))
+
+    def renamed(self, name: str) -> SelectionMask:
+        return SelectionMask(name, self.model, self.n_model_params, self.shapes, self.parts)
+
+    @cached_property
+    def coordinates(self) -> dict[str, torch.Tensor]:
+        """Per parameter, the sorted distinct flat positions selected: (K,) int64."""
+        flats: dict[str, list[torch.Tensor]] = {}
+        for part in self.parts:
+            flats.setdefault(part.parameter, []).append(part.flat(self.shapes[part.parameter]))
+        return {name: torch.unique(torch.cat(chunks)) for name, chunks in flats.items() if sum(c.numel() for c in chunks)}
+
+    @property
+    def count(self) -> int:
+        return sum(int(c.numel()) for c in self.coordinates.values())
+
+    @property
+    def share(self) -> float:
+        return self.count / self.n_model_params
+
+    def counts(self) -> dict[str, int]:
+        return {name: int(c.numel()) for name, c in self.coordinates.items()}
+
+    def coordinate_tensor(self, parameter: str) -> torch.Tensor:
+        """(K, ndim) int64: the selected coordinates of one parameter, row-major order."""
+        flat = self.coordinates.get(parameter, torch.zeros(0, dtype=torch.int64))
+        shape = self.shapes[parameter]
+        return torch.stack(torch.unravel_index(flat, shape), dim=1) if flat.numel() else torch.zeros(0, len(shape), dtype=torch.int64)
+
+    def same_as(self, other: SelectionMask) -> bool:
+        return (
+            (self.name, self.model, self.n_model_params) == (other.name, other.model, other.n_model_params)
+            and dict(self.shapes) == dict(other.shapes)
+            and len(self.parts) == len(other.parts)
+            and all(a.same_as(b) for a, b in zip(self.parts, other.parts))
+        )
+
+    def validate(self, model: LoadedModel) -> None:
+        """Raise InputError unless every part fits `model` (names, shapes, parameter count)."""
+        shapes, total = model_shapes(model)
+        if total != self.n_model_params:
+            raise InputError(
+                "mask.model",
+                f"the mask was built for {self.model} ({self.n_model_params:,} parameters) but the loaded "
+                f"model is {model.name} ({total:,} parameters)",
+            )
+        for i, part in enumerate(self.parts):
+            if part.parameter not in shapes:
+                raise InputError(f"mask.parts[{i}].parameter", f"unknown parameter {part.parameter!r} for model {model.name}")
+            if shapes[part.parameter] != self.shapes[part.parameter]:
+                raise InputError(
+                    "mask.model",
+                    f"{part.parameter} has shape {list(shapes[part.parameter])} in {model.name}, "
+                    f"but {list(self.shapes[part.parameter])} in the mask (built for {self.model})",
+                )
+
+    def trimmed(self, budget: int) -> SelectionMask:
+        """Keep parts in order while they fit `budget` distinct coordinates.
+
+        An entries part that does not fit keeps its first entries (its best, for a rule);
+        a rows/columns part keeps whole slices only. Later, smaller parts may still fit.
+        """
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+            raise InputError("budget", "must be a whole number of parameters >= 1")
+        covered: dict[str, torch.Tensor] = {}
+        kept: list[MaskPart] = []
+        left = budget
+        for part in self.parts:
+            shape = self.shapes[part.parameter]
+            seen = covered.get(part.parameter, torch.zeros(0, dtype=torch.int64))
+            per_item = part.flat(shape).reshape(-1, 1) if part.kind == "entries" else _slices(part, shape)  # (N, M)
+            novel = ~torch.isin(per_item, seen)  # (N, M)
+            novel = novel & _first_occurrence(per_item)
+            cost = novel.sum(dim=1).cumsum(0)  # (N,)
+            fits = int((cost <= left).sum())
+            if fits == 0:
+                continue
+            index = part.index[:fits]
+            kept.append(MaskPart(part.parameter, part.kind, index, part.source))
+            covered[part.parameter] = torch.cat([seen, per_item[:fits].flatten()])
+            left -= int(cost[fits - 1])
+            if left == 0:
+                break
+        return SelectionMask(self.name, self.model, self.n_model_params, {p.parameter: self.shapes[p.parameter] for p in kept}, tuple(kept))
+
+    def to_json(self) -> dict:
+        return {
+            **self._manifest(with_index=True),
+            "count": self.count,
+            "share": self.share,
+            "counts": self.counts(),
+        }
+
+    def summary_json(self) -> dict:
+        """The manifest without indices: for listings."""
+        return {
+            **self._manifest(with_index=False),
+            "count": self.count,
+            "share": self.share,
+            "counts": self.counts(),
+        }
+
+    def _manifest(self, with_index: bool) -> dict:
+        parts = []
+        for part in self.parts:
+            entry = {"parameter": part.parameter, "kind": part.kind, "source": part.source, "size": int(part.index.shape[0])}
+            if with_index:
+                entry["index"] = part.index.tolist()
+            parts.append(entry)
+        return {
+            "format": FORMAT,
+            "name": self.name,
+            "model": {"name": self.model, "n_params": self.n_model_params},
+            "layout": LAYOUT_NOTE,
+            "parameters": {name: {"shape": list(shape)} for name, shape in self.shapes.items()},
+            "parts": parts,
+        }
+
+    def to_safetensors_bytes(self) -> bytes:
+        from safetensors.torch import save
+
+        tensors = {name: self.coordinate_tensor(name).contiguous() for name in self.coordinates}
+        tensors.update({f"parts.{i}": part.index.contiguous() for i, part in enumerate(self.parts)})
+        return save(tensors, metadata={"format": FORMAT, "manifest": json.dumps(self._manifest(with_index=False))})
+
+    def save(self, path: str | Path) -> tuple[Path, Path]:
+        """Write `NAME.json` and its twin `NAME.safetensors`; returns both paths."""
+        json_path = Path(path).with_suffix(".json")
+        tensor_path = json_path.with_suffix(".safetensors")
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
+        tensor_path.write_bytes(self.to_safetensors_bytes())
+        return json_path, tensor_path
+
+
+def _slices(part: MaskPart, shape: tuple[int, ...]) -> torch.Tensor:
+    """Flat positions of each row/column of a part: (N, M)."""
+    rows, cols = shape
+    if part.kind == "rows":
+        return part.index[:, None] * cols + torch.arange(cols)  # (N, cols)
+    return torch.arange(rows)[None, :] * cols + part.index[:, None]  # (N, rows)
+
+
+def _first_occurrence(per_item: torch.Tensor) -> torch.Tensor:
+    """(N, M) positions -> bool (N, M), True where a position appears for the first time in row-major order."""
+    flat = per_item.flatten()
+    order = torch.argsort(flat, stable=True)
+    sorted_flat = flat[order]
+    first_sorted = torch.ones_like(sorted_flat, dtype=torch.bool)
+    first_sorted[1:] = sorted_flat[1:] != sorted_flat[:-1]
+    first = torch.empty_like(first_sorted)
+    first[order] = first_sorted
+    return first.reshape(per_item.shape)
+
+
+def from_json(payload: Any) -> SelectionMask:
+    """A mask from its JSON manifest (as parsed). Raises InputError naming the bad field."""
+    manifest = _check_manifest(payload)
+    parts_json = manifest["parts"]
+    shapes = manifest["shapes"]
+    parts = []
+    for i, entry in enumerate(parts_json):
+        field_name = f"mask.parts[{i}]"
+        if not isinstance(entry, dict):
+            raise InputError(field_name, "must be an object with parameter, kind, index and source")
+        if "index" not in entry:
+            raise InputError(f"{field_name}.index", "is missing")
+        parts.append(_part_from_json(entry, entry["index"], shapes, field_name))
+    return SelectionMask(manifest["name"], manifest["model"], manifest["n_params"], shapes, tuple(parts))
+
+
+def _part_from_json(entry: dict, index: Any, shapes: dict, field_name: str) -> MaskPart:
+    parameter = entry.get("parameter")
+    if not isinstance(parameter, str) or parameter not in shapes:
+        raise InputError(f"{field_name}.parameter", f"{parameter!r} is not listed under mask.parameters")
+    return make_part(parameter, entry.get("kind"), index, entry.get("source"), shapes[parameter], field_name)
+
+
+def _check_manifest(payload: Any) -> dict:
+    if not isinstance(payload, dict):
+        raise InputError("mask", "must be a JSON object")
+    if payload.get("format") != FORMAT:
+        raise InputError("mask.format", f"must be {FORMAT!r}, got {payload.get('format')!r}")
+    name = payload.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise InputError("mask.name", "must be a non-empty string")
+    model = payload.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+        raise InputError("mask.model", "must be an object with the model's name and n_params")
+    n_params = model.get("n_params")
+    if isinstance(n_params, bool) or not isinstance(n_params, int) or n_params < 1:
+        raise InputError("mask.model.n_params", "must be a positive integer")
+    parameters = payload.get("parameters")
+    if not isinstance(parameters, dict):
+        raise InputError("mask.parameters", "must map parameter names to {shape: [...]}")
+    shapes = {}
+    for pname, spec in parameters.items():
+        shape = spec.get("shape") if isinstance(spec, dict) else None
+        if not isinstance(shape, list) or not shape or not _all_ints(shape) or min(shape) < 1:
+            raise InputError(f"mask.parameters[{pname}].shape", "must be a list of positive integers")
+        shapes[pname] = tuple(shape)
+    parts = payload.get("parts")
+    if not isinstance(parts, list):
+        raise InputError("mask.parts", "must be a list")
+    return {"name": name.strip(), "model": model["name"], "n_params": n_params, "shapes": shapes, "parts": parts}
+
+
+def from_safetensors_bytes(data: bytes) -> SelectionMask:
+    """A mask from its `.safetensors` twin: the manifest in the metadata, one index tensor per part."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    metadata = _safetensors_metadata(data)
+    if metadata.get("format") != FORMAT or "manifest" not in metadata:
+        raise InputError("mask", f"is not an Outlier Lab mask file (format {FORMAT})")
+    try:
+        manifest = json.loads(metadata["manifest"])
+        tensors = load(data)
+    except (json.JSONDecodeError, SafetensorError, ValueError) as err:
+        raise InputError("mask", f"is not a readable mask file ({err})") from err
+    checked = _check_manifest(manifest)
+    parts = []
+    for i, entry in enumerate(checked["parts"]):
+        field_name = f"mask.parts[{i}]"
+        if f"parts.{i}" not in tensors or not isinstance(entry, dict):
+            raise InputError(field_name, "has no index tensor in the file")
+        parts.append(_part_from_json(entry, tensors[f"parts.{i}"], checked["shapes"], field_name))
+    mask = SelectionMask(checked["name"], checked["model"], checked["n_params"], checked["shapes"], tuple(parts))
+    for parameter in mask.coordinates:
+        stored = tensors.get(parameter)
+        if stored is None or not torch.equal(stored, mask.coordinate_tensor(parameter)):
+            raise InputError("mask", f"the coordinates stored for {parameter} disagree with its parts")
+    return mask
+
+
+def _safetensors_metadata(data: bytes) -> dict:
+    """The `__metadata__` of a safetensors buffer: an 8-byte little-endian header length, then JSON."""
+    if len(data) < 8:
+        raise InputError("mask", "is not a safetensors file")
+    (length,) = struct.unpack("<Q", data[:8])
+    if length > len(data) - 8:
+        raise InputError("mask", "is not a safetensors file")
+    try:
+        header = json.loads(data[8 : 8 + length])
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError("mask", "is not a safetensors file") from err
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def load_mask(path: str | Path) -> SelectionMask:
+    """Load `MASK.json` or `MASK.safetensors`."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputError("mask", f"{path} is not a readable file")
+    if path.suffix == ".safetensors":
+        return from_safetensors_bytes(path.read_bytes())
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError("mask", f"{path} is not valid JSON ({err})") from err
+    return from_json(payload)
+

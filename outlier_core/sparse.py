@@ -1,0 +1,244 @@
+"""The sparse fine-tune's trainable state: per parameter, a values vector at fixed indices.
+
+`W = W_base + scatter(values at the selected flat positions)`, registered with
+`torch.nn.utils.parametrize` on the Hugging Face module that owns W. The bridge still calls
+that module, so every TransformerLens hook keeps firing, and the optimizer sees only the
+values: its state is O(selected coordinates). The base tensor is never written (its
+`requires_grad` is off while training, and weight decay acts on the values, i.e. pulls the
+tuned model back towards the base) unless `merge()` is asked for.
+
+Masking the gradient of a dense parameter is not enough: AdamW's decoupled weight decay
+then moves every coordinate (measured: 3.5 million outside a 4,096-coordinate mask in one
+step). Here the unselected coordinates have no optimizer state at all.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from outlier_core.errors import InputError
+from outlier_core.masks import SelectionMask, plain_name
+from outlier_core.models import LoadedModel
+
+DELTAS_FORMAT = "outlier-lab-deltas/1"
+
+
+class SparseDelta(nn.Module):
+    """A parametrization: base -> base with `values` added at `flat_index` (row-major positions)."""
+
+    def __init__(self, flat_index: torch.Tensor, base: torch.Tensor):
+        super().__init__()
+        self.register_buffer("flat_index", flat_index.to(device=base.device, dtype=torch.int64), persistent=False)  # (K,)
+        # at least float32 whatever the model's dtype: Adam's updates are smaller than a bf16 step
+        dtype = torch.float64 if base.dtype == torch.float64 else torch.float32
+        self.values = nn.Parameter(torch.zeros(flat_index.numel(), dtype=dtype, device=base.device))  # (K,)
+        self.enabled = True
+        self.made: dict[int, tuple[weakref.ref, SparseDelta, torch.Tensor]] | None = None  # set by `lean_backward`
+
+    def forward(self, base: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return base
+        tuned = self.add_to(base)
+        if self.made is not None and torch.is_grad_enabled():
+            self.made[tuned.untyped_storage().data_ptr()] = (weakref.ref(tuned), self, base)
+        return tuned
+
+    def add_to(self, base: torch.Tensor) -> torch.Tensor:
+        # out-of-place index_add copies base and adds only at the selected positions
+        return base.flatten().index_add(0, self.flat_index, self.values.to(base.dtype)).view_as(base)
+
+
+@dataclass(frozen=True)
+class _Slot:
+    module: nn.Module
+    attr: str
+
+
+def parameter_slots(model: LoadedModel) -> dict[str, list[_Slot]]:
+    """Plain HF name -> every (module, attribute) that holds that tensor (tied weights have two).
+
+    Reading `getattr(slot.module, slot.attr)` gives what the model computes with: the base
+    weight, or base + delta where a tuner is attached.
+    """
+    by_tensor: dict[int, str] = {}
+    slots: dict[str, list[_Slot]] = {}
+    for module_name, module in model.hf_model.named_modules():
+        if ".parametrizations." in f"{module_name}.":
+            continue  # a tuner's own containers; their owner module is listed instead
+        held = {attr: p for attr, p in module._parameters.items() if p is not None}
+        if "parametrizations" in module._modules:  # its own: bridge wrappers forward attribute lookups
+            held.update({attr: getattr(module.parametrizations, attr).original for attr in module.parametrizations.keys()})
+        for attr, tensor in held.items():
+            name = plain_name(f"{module_name}.{attr}")
+            if name is None:
+                continue
+            name = by_tensor.setdefault(id(tensor), name)  # a tied tensor keeps its first name
+            slots.setdefault(name, []).append(_Slot(module, attr))
+    return slots
+
+
+def effective_weights(model: LoadedModel, names: list[str]) -> dict[str, torch.Tensor]:
+    """The weights the model computes with right now, by plain HF name (detached)."""
+    slots = parameter_slots(model)
+    with torch.no_grad():
+        return {n: getattr(slots[n][0].module, slots[n][0].attr).detach() for n in names if n in slots}
+
+
+class SparseTuner:
+    """Attach a mask's trainable deltas to a model; detach (base restored exactly) or merge.
+
+    Use as a context manager, or call `detach()`: until then the model computes base + delta.
+    """
+
+    def __init__(self, model: LoadedModel, mask: SelectionMask):
+        mask.validate(model)
+        if mask.count == 0:
+            raise InputError("mask", "selects no coordinates")
+        self.model = model
+        self.mask = mask
+        slots = parameter_slots(model)
+        self.deltas: dict[str, SparseDelta] = {}
+        self._slots: dict[str, list[_Slot]] = {}
+        self._attached = True
+        for name, flat in mask.coordinates.items():
+            if any(parametrize.is_parametrized(slot.module, slot.attr) for slot in slots[name]):
+                self.detach()
+                raise InputError("mask", f"{name} already carries a delta; detach or merge it first")
+            base = getattr(slots[name][0].module, slots[name][0].attr)
+            delta = SparseDelta(flat, base)
+            for slot in slots[name]:
+                parametrize.register_parametrization(slot.module, slot.attr, delta)
+            self.deltas[name] = delta
+            self._slots[name] = slots[name]
+
+    def __enter__(self) -> SparseTuner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [d.values for d in self.deltas.values()]
+
+    @property
+    def trainable(self) -> int:
+        return sum(d.values.numel() for d in self.deltas.values())
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Off: the model computes exactly the base weights (the deltas are kept)."""
+        for d in self.deltas.values():
+            d.enabled = enabled
+
+    def base(self, name: str) -> torch.Tensor:
+        slot = self._slots[name][0]
+        return getattr(slot.module.parametrizations, slot.attr).original
+
+    @contextmanager
+    def lean_backward(self) -> Iterator[None]:
+        """Keep no dense copy of a tuned weight for the backward pass: recompute base + delta there.
+
+        A Linear saves its weight for the backward pass; with a parametrization that weight is
+        a fresh base + delta copy per tuned matrix, which would make the sparse run hold more
+        memory than LoRA. Inside this context, when autograd saves that copy (or a view of it,
+        such as the transpose a matmul keeps), it keeps a recipe instead (base, delta, view
+        geometry) and rebuilds the copy when the backward pass needs it. Run forward and
+        backward inside one context, and step the optimizer after it.
+        """
+        made: dict[int, tuple[weakref.ref, SparseDelta, torch.Tensor]] = {}
+
+        def pack(t: torch.Tensor):
+            entry = made.get(t.untyped_storage().data_ptr()) if t.layout == torch.strided else None
+            # the copy is alive while a module saves it, so its storage cannot belong to another tensor
+            if entry is None or entry[0]() is None or entry[0]().untyped_storage().data_ptr() != t.untyped_storage().data_ptr():
+                return t
+            return (entry[1], entry[2], t.size(), t.stride(), t.storage_offset())
+
+        def unpack(packed):
+            if not isinstance(packed, tuple):
+                return packed
+            delta, base, size, stride, offset = packed
+            with torch.no_grad():
+                return delta.add_to(base).as_strided(size, stride, offset)
+
+        for d in self.deltas.values():
+            d.made = made
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+                yield
+        finally:
+            for d in self.deltas.values():
+                d.made = None
+            made.clear()
+
+    def tuned(self, name: str) -> torch.Tensor:
+        """base + delta, whether or not the deltas are enabled."""
+        with torch.no_grad():
+            return self.deltas[name].add_to(self.base(name))
+
+    def changed(self) -> int:
+        """Weight entries where base + delta differs from the base (a delta can round away in bf16)."""
+        return sum(int((self.tuned(n) != self.base(n)).sum()) for n in self.deltas)
+
+    def save(self, path: str | Path) -> Path:
+        """Deltas as safetensors: `NAME.index` (K,) flat positions and `NAME.values` (K,) float32."""
+        from safetensors.torch import save_file
+
+        tensors = {}
+        shapes = {}
+        for name, d in self.deltas.items():
+            tensors[f"{name}.index"] = d.flat_index.detach().cpu().contiguous()
+            tensors[f"{name}.values"] = d.values.detach().cpu().contiguous()
+            shapes[name] = list(self.mask.shapes[name])
+        path = Path(path)
+        save_file(tensors, str(path), metadata={"format": DELTAS_FORMAT, "shapes": json.dumps(shapes), "mask": self.mask.name})
+        return path
+
+    def load_values(self, path: str | Path) -> None:
+        """Set the deltas from a file written by `save` for the same mask."""
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(path))
+        for name, d in self.deltas.items():
+            index, values = tensors.get(f"{name}.index"), tensors.get(f"{name}.values")
+            if index is None or values is None or not torch.equal(index, d.flat_index.cpu()):
+                raise InputError("deltas", f"the file holds no deltas for {name} at this mask's coordinates")
+            with torch.no_grad():
+                d.values.copy_(values)
+
+    def detach(self) -> None:
+        """Remove the deltas; the base tensors are back in place, untouched."""
+        if not self._attached:
+            return
+        for slots in self._slots.values():
+            for slot in slots:
+                parametrize.remove_parametrizations(slot.module, slot.attr, leave_parametrized=False)
+        self._attached = False
+
+    def merge(self) -> None:
+        """Write base + delta into the base tensors for good, and remove the deltas."""
+        with torch.no_grad():
+            merged = {name: self.tuned(name) for name in self.deltas}
+            bases = {name: self.base(name) for name in self.deltas}
+            self.detach()
+            for name, value in merged.items():
+                bases[name].copy_(value)
+
+
+def apply_deltas(model: LoadedModel, mask: SelectionMask, path: str | Path) -> SparseTuner:
+    """Re-attach a run's saved deltas to the base model (detach or merge the returned tuner)."""
+    tuner = SparseTuner(model, mask)
+    try:
+        tuner.load_values(path)
+    except Exception:
+        tuner.detach()
+        raise
+    return tuner

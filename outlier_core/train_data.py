@@ -1,0 +1,142 @@
+"""What a fine-tune runs on: its settings, and its text packed into token blocks.
+
+Data is the bundled corpus (`prose`, `code`), a text file, or a JSONL file of texts. It is
+packed into blocks of BOS + (seq_len - 1) tokens; a seeded share of the blocks is held out
+for evaluation, and the training batches are drawn in seeded epochs, so every method of a
+comparison sees the same batches.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from outlier_core.corpus import BUNDLED, DEFAULT_CORPUS, MAX_FILE_BYTES, Corpus, bundled, from_file
+from outlier_core.errors import InputError
+from outlier_core.models import LoadedModel
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 50
+    lr: float = 1e-3  # the sparse methods and LoRA: few coordinates need a larger step than a full fine-tune
+    full_lr: float = 1e-4  # a usual rate for fully fine-tuning a small LM, where every weight moves
+    weight_decay: float = 0.01  # on the trained values only (a delta decays towards the base)
+    batch_size: int = 4
+    seq_len: int = 64  # tokens per block, BOS included
+    eval_fraction: float = 0.2
+    max_eval_blocks: int = 32  # the held-out split is capped so evaluation stays quick
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    lora_rank: int | None = None  # None: the rank (below rank 1, the targets) whose count is closest to the mask's
+
+    def __post_init__(self) -> None:
+        positive_ints = {"steps": self.steps, "batch_size": self.batch_size, "max_eval_blocks": self.max_eval_blocks}
+        for name, value in positive_ints.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(name, "must be a whole number >= 1")
+        if isinstance(self.seq_len, bool) or not isinstance(self.seq_len, int) or self.seq_len < 2:
+            raise InputError("seq_len", "must be a whole number >= 2")
+        for name in ("lr", "full_lr", "max_grad_norm"):
+            value = getattr(self, name)
+            if not (0 < value < math.inf):
+                raise InputError(name, "must be a finite number > 0")
+        if not (0 <= self.weight_decay < math.inf):
+            raise InputError("weight_decay", "must be a finite number >= 0")
+        if not 0 < self.eval_fraction < 1:
+            raise InputError("eval_fraction", "must be between 0 and 1")
+        if self.lora_rank is not None and (isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int) or self.lora_rank < 1):
+            raise InputError("lora_rank", "must be a whole number >= 1")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def parse_jsonl(text: str, name: str, field_name: str = "data") -> Corpus:
+    """One text per line: a JSON string, or an object with a "text" string (blank lines skipped)."""
+    texts = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(field_name, f"{name} line {number} is not JSON ({err.msg})") from err
+        value = item.get("text") if isinstance(item, dict) else item
+        if not isinstance(value, str) or not value.strip():
+            raise InputError(field_name, f"{name} line {number} has no non-empty \"text\" string")
+        texts.append(value.strip())
+    if not texts:
+        raise InputError(field_name, f"{name} holds no texts")
+    return Corpus(name, tuple(texts))
+
+
+def load_corpus(source: str | None = None, field_name: str = "data") -> Corpus:
+    """None or a bundled name (`prose`, `code`): the bundled texts; else a .txt or .jsonl file.
+
+    Reads files on this machine: a server should pass user uploads to `corpus.from_text`
+    or `parse_jsonl` instead.
+    """
+    if source is None or source in BUNDLED:
+        return bundled(source or DEFAULT_CORPUS)
+    path = Path(source).expanduser()
+    if path.suffix != ".jsonl":
+        return from_file(path, field_name)
+    if not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
+        raise InputError(field_name, f"{source} is not a readable JSONL file of at most {MAX_FILE_BYTES} bytes")
+    try:
+        return parse_jsonl(path.read_text(encoding="utf-8"), path.name, field_name)
+    except UnicodeDecodeError as err:
+        raise InputError(field_name, f"{path} is not UTF-8 text") from err
+
+
+@dataclass(frozen=True)
+class TokenData:
+    train: torch.Tensor  # (N_train, S) int64, each block starts with BOS
+    held_out: torch.Tensor  # (N_eval, S)
+    source: str
+
+    def to_json(self) -> dict:
+        return {
+            "source": self.source,
+            "seq_len": int(self.train.shape[1]),
+            "train_blocks": int(self.train.shape[0]),
+            "held_out_blocks": int(self.held_out.shape[0]),
+        }
+
+
+def make_data(model: LoadedModel, corpus: Corpus, config: TrainConfig) -> TokenData:
+    """Pack the corpus into blocks of BOS + (seq_len - 1) tokens; a seeded share is held out.
+
+    The tokenizer adds nothing, as in `tokens.encode`; the whole corpus is tokenized at
+    once because it may be longer than the model's context.
+    """
+    if config.seq_len > model.n_ctx:
+        raise InputError("seq_len", f"must be at most the model's context, {model.n_ctx}")
+    ids = torch.tensor(model.tokenizer(corpus.text, add_special_tokens=False).input_ids, dtype=torch.int64)  # (N,)
+    body = config.seq_len - 1
+    n_blocks = ids.numel() // body
+    if n_blocks < 2:
+        raise InputError("data", f"{corpus.name} has {ids.numel()} tokens: at least two blocks of {body} are needed")
+    blocks = ids[: n_blocks * body].reshape(n_blocks, body)  # (B, S-1)
+    blocks = torch.cat([torch.full((n_blocks, 1), model.bos_token_id), blocks], dim=1)  # (B, S)
+    order = torch.randperm(n_blocks, generator=torch.Generator().manual_seed(config.seed))
+    n_eval = min(max(1, round(n_blocks * config.eval_fraction)), config.max_eval_blocks, n_blocks - 1)
+    return TokenData(blocks[order[n_eval:]], blocks[order[:n_eval]], corpus.name)
+
+
+def batches(data: TokenData, config: TrainConfig) -> Iterator[torch.Tensor]:
+    """The training batches in order: seeded epochs over the train blocks, the same for every method."""
+    generator = torch.Generator().manual_seed(config.seed)
+    size = min(config.batch_size, data.train.shape[0])
+    order: list[int] = []
+    for _ in range(config.steps):
+        while len(order) < size:
+            order += torch.randperm(data.train.shape[0], generator=generator).tolist()
+        yield data.train[order[:size]]  # (B, S)
+        order = order[size:]
