@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mask": ("app.cli.mask_cmd", "build a selection mask by the outlier rules (suggest), or show one"),
     "finetune": ("app.cli.finetune_cmd", "fine-tune only a mask's coordinates and compare with baselines"),
     "prepare": ("app.cli.prepare_cmd", "convert the embedded models to the fast-loading cache once"),
+    "api": ("app.cli.api_cmd", "serve the HTTP API (FastAPI) on 127.0.0.1:8000"),
 }
 
 

@@ -1,0 +1,1 @@
+"""The FastAPI service over `outlier_core`: one model per process, served as JSON."""

@@ -1,0 +1,69 @@
+"""POST /api/intervene: baseline vs intervened vs control, weights restored after the call."""
+
+from __future__ import annotations
+
+import torch
+from fastapi import APIRouter
+
+from app.api.deps import ServiceDep, SettingsDep
+from app.api.schemas.common import MODEL_RESPONSES
+from app.api.schemas.intervene import IntervenIn, IntervenOut, InterventionIn, WeightIn
+from outlier_core.corpus import bundled, from_text
+from outlier_core.errors import InputError
+from outlier_core.evaluate import evaluate
+from outlier_core.interventions import Intervention
+from outlier_core.models import LoadedModel
+from outlier_core.tokens import encode
+from outlier_core.weight_edits import WeightEdit, resolve_parameter
+
+router = APIRouter(tags=["interventions"])
+
+
+def _prefixed(prefix: str, build, *args):
+    """Build a core object, naming the list entry at fault if it refuses."""
+    try:
+        return build(*args)
+    except InputError as err:
+        raise InputError(f"{prefix}.{err.field}", err.reason) from err
+
+
+def _intervention(item: InterventionIn) -> Intervention:
+    return Intervention(item.layer, item.position, item.dim, item.mode, item.value, item.site)
+
+
+def _weight_edit(item: WeightIn) -> WeightEdit:
+    return WeightEdit(item.param, tuple(item.index), item.mode, item.value)
+
+
+def _check_values(model: LoadedModel, body: IntervenIn) -> None:
+    """A value the model's dtype cannot hold would fail inside the forward pass."""
+    limit = torch.finfo(model.dtype).max
+    for prefix, items in (("interventions", body.interventions), ("weights", body.weights)):
+        for i, item in enumerate(items):
+            if item.value is not None and abs(item.value) > limit:
+                raise InputError(f"{prefix}[{i}].value", f"is beyond what {str(model.dtype).removeprefix('torch.')} holds (±{limit:.3g})")
+
+
+def _intervene(model: LoadedModel, body: IntervenIn, max_tokens: int) -> dict:
+    seq_len = encode(model, body.text, body.prepend_bos, max_tokens).ids.shape[1]
+    _check_values(model, body)
+    interventions = [_prefixed(f"interventions[{i}]", _intervention, item) for i, item in enumerate(body.interventions)]
+    edits = [_prefixed(f"weights[{i}]", _weight_edit, item) for i, item in enumerate(body.weights)]
+    for i, iv in enumerate(interventions):
+        _prefixed(f"interventions[{i}]", iv.check, model, seq_len)
+    for i, edit in enumerate(edits):
+        _prefixed(f"weights[{i}]", resolve_parameter, model, edit)
+    if body.eval_text is not None:
+        eval_text = from_text(body.eval_text, "eval_text", "eval_text")
+    else:
+        eval_text = bundled(body.eval_corpus) if body.eval_corpus else None
+    result = evaluate(
+        model, body.text, interventions, edits,
+        prepend_bos=body.prepend_bos, eval_text=eval_text, top_k=body.top_k, seed=body.seed, eval_window=max_tokens,
+    )
+    return result.to_json()
+
+
+@router.post("/intervene", response_model=IntervenOut, responses=MODEL_RESPONSES)
+async def intervene(body: IntervenIn, service: ServiceDep, settings: SettingsDep) -> dict:
+    return await service.run(_intervene, body, settings.max_tokens)

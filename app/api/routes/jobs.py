@@ -1,0 +1,120 @@
+"""Fine-tune jobs: start, status, result, cancel, delete; and the runs on disk.
+
+A job trains on its own copy of the serving model (loaded when the job starts), so the
+served model is never changed and keeps answering while the job runs. Status routes are
+async and read the runner's memory only: they never wait behind a forward pass.
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Callable
+
+import anyio.to_thread
+from fastapi import APIRouter
+
+from app.api.deps import JobsDep, MasksDep, ServiceDep, SettingsDep
+from app.api.errors import ApiError
+from app.api.mask_store import MaskStore
+from app.api.schemas.common import ERROR_RESPONSES, MODEL_RESPONSES, error
+from app.api.schemas.jobs import FinetuneIn, JobOut, JobsOut, RunsOut
+from app.api.service import load_like
+from outlier_core.corpus import bundled, from_text
+from outlier_core.errors import InputError
+from outlier_core.finetune import comparison_job, list_runs
+from outlier_core.jobs import JobContext, JobRunner, JobStatus
+from outlier_core.masks import SelectionMask
+from outlier_core.models import LoadedModel
+from outlier_core.train_data import TokenData, TrainConfig, make_data
+
+router = APIRouter(tags=["jobs"])
+
+NOT_FOUND = error(404, "no such job")
+
+
+def _job(runner: JobRunner, job_id: str) -> JobStatus:
+    try:
+        return runner.get(job_id)
+    except InputError as err:
+        raise ApiError(404, f"job_id: {err.reason}", "job_id") from err
+
+
+def _work(model: LoadedModel, mask: SelectionMask, baselines: tuple[str, ...], data: TokenData, config: TrainConfig) -> Callable[[JobContext], dict]:
+    """The job: load a copy of the model the request saw, train the comparison on it, drop it."""
+
+    def work(ctx: JobContext) -> dict:
+        ctx.report(0, config.steps * (1 + len(baselines)), phase="loading a copy of the model")
+        copy = load_like(model)
+        try:
+            return comparison_job(copy, mask, baselines, data, config)(ctx)
+        finally:
+            del copy
+            gc.collect()
+
+    return work
+
+
+def _submit(model: LoadedModel, body: FinetuneIn, store: MaskStore, runner: JobRunner) -> dict:
+    mask = store.get(body.mask_id)
+    mask.validate(model)
+    if mask.count == 0:
+        raise InputError("mask_id", f"mask {mask.name!r} selects no coordinates")
+    config = TrainConfig(
+        steps=body.steps, lr=body.lr, full_lr=body.full_lr, weight_decay=body.weight_decay, batch_size=body.batch_size,
+        seq_len=body.seq_len, seed=body.seed, lora_rank=body.lora_rank,
+    )
+    corpus = from_text(body.data_text, "your text", "data_text") if body.data_text is not None else bundled(body.data)
+    data = make_data(model, corpus, config)  # refuses too little data now, not minutes later in the job
+    baselines = tuple(dict.fromkeys(body.baselines))
+    params = {**body.model_dump(exclude={"data_text"}), "data": data.source, "mask_name": mask.name, "model": model.name}
+    return runner.submit("finetune", _work(model, mask, baselines, data, config), params).to_json()
+
+
+@router.post("/finetune", response_model=JobOut, status_code=202, responses=MODEL_RESPONSES | error(404, "no such mask"))
+async def start_finetune(body: FinetuneIn, service: ServiceDep, store: MasksDep, runner: JobsDep) -> dict:
+    """Queue a fine-tune of the mask's coordinates and the chosen baselines; poll /api/jobs/{id}."""
+    store.get(body.mask_id)
+    return await service.run(_submit, body, store, runner)
+
+
+@router.get("/jobs", response_model=JobsOut, responses=ERROR_RESPONSES)
+async def list_jobs(runner: JobsDep) -> dict:
+    return {"jobs": [status.to_json() for status in runner.list()]}
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=ERROR_RESPONSES | NOT_FOUND)
+async def job_status(job_id: str, runner: JobsDep) -> dict:
+    """Progress: step of total, loss, tokens/s, ETA; survives a page reload and a restart."""
+    return _job(runner, job_id).to_json()
+
+
+@router.get("/jobs/{job_id}/result", responses=ERROR_RESPONSES | NOT_FOUND | error(409, "the job has not finished"))
+async def job_result(job_id: str, runner: JobsDep) -> dict:
+    """The comparison a finished job wrote: config, data, base evaluation, every run."""
+    status = _job(runner, job_id)
+    result = await anyio.to_thread.run_sync(runner.result, job_id)
+    if result is None:
+        raise ApiError(409, f"job_id: job {job_id} is {status.state}; it has no result", "job_id")
+    return result
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut, responses=ERROR_RESPONSES | NOT_FOUND)
+async def cancel_job(job_id: str, runner: JobsDep) -> dict:
+    """Queued: cancelled at once. Running: stops at its next step."""
+    _job(runner, job_id)
+    return runner.cancel(job_id).to_json()
+
+
+@router.delete("/jobs/{job_id}", status_code=204, responses=ERROR_RESPONSES | NOT_FOUND | error(409, "the job is still queued or running"))
+async def delete_job(job_id: str, runner: JobsDep) -> None:
+    """Remove a finished job and its folder."""
+    status = _job(runner, job_id)
+    if status.state in ("queued", "running"):
+        raise ApiError(409, f"job_id: job {job_id} is {status.state}; cancel it first", "job_id")
+    await anyio.to_thread.run_sync(runner.delete, job_id)
+
+
+@router.get("/runs", response_model=RunsOut, responses=ERROR_RESPONSES)
+async def runs(settings: SettingsDep) -> dict:
+    """Fine-tune comparisons under the runs directory (API jobs and CLI runs), newest first."""
+    return {"runs": await anyio.to_thread.run_sync(list_runs, settings.runs_dir)}

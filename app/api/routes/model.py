@@ -1,0 +1,74 @@
+"""The loaded model, the registry, and swapping the model in the background."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from fastapi import APIRouter
+
+from app.api.deps import ServiceDep, SettingsDep
+from app.api.errors import ApiError
+from app.api.schemas.common import ERROR_RESPONSES, MODEL_RESPONSES, error
+from app.api.schemas.model import LoadModelIn, LoadModelOut, ModelOut, ModelsOut, RegistryEntryOut
+from outlier_core.models import REGISTRY, ModelNotAvailable, parse_dtype, resolve_spec
+
+router = APIRouter(tags=["model"])
+
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
+
+
+@router.get("/model", response_model=ModelOut, responses=MODEL_RESPONSES)
+async def get_model(service: ServiceDep, settings: SettingsDep) -> ModelOut:
+    model = service.current()
+    return ModelOut(
+        name=model.name,
+        n_layers=model.n_layers,
+        d_model=model.d_model,
+        n_heads=model.n_heads,
+        d_mlp=model.d_mlp,
+        d_vocab=model.d_vocab,
+        n_ctx=model.n_ctx,
+        n_params=model.n_params,
+        device=model.device,
+        dtype=str(model.dtype).removeprefix("torch."),
+        norm_offset=model.norm_offset,
+        quantized_source=model.quantized_source,
+        bos_token_id=model.bos_token_id,
+        max_tokens=min(settings.max_tokens, model.n_ctx),
+    )
+
+
+@router.get("/models", response_model=ModelsOut, responses=ERROR_RESPONSES)
+async def list_models(service: ServiceDep) -> ModelsOut:
+    status = service.status()
+    return ModelsOut(
+        models=[RegistryEntryOut(name=spec.name, description=spec.description, loaded=spec.name == status.model) for spec in REGISTRY.values()],
+        current=status.model,
+        loading=status.loading,
+    )
+
+
+def _check_device(device: str | None) -> None:
+    if device is None:
+        return
+    if not _DEVICE.fullmatch(device):
+        raise ApiError(422, "device: must be cpu, cuda, cuda:N or mps", "device")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ApiError(422, "device: CUDA is not available on this server", "device")
+
+
+@router.post("/model", response_model=LoadModelOut, status_code=202, responses=ERROR_RESPONSES | error(409, "a model is already loading"))
+async def load_model(body: LoadModelIn, service: ServiceDep) -> LoadModelOut:
+    """Start loading a model in the background; poll /api/health until `ready`."""
+    try:
+        resolve_spec(body.name)
+    except ModelNotAvailable as err:
+        raise ApiError(422, f"name: {err}", "name") from err
+    _check_device(body.device)
+    try:
+        parse_dtype(body.dtype, body.device or "cpu")
+    except ValueError as err:
+        raise ApiError(422, f"dtype: {err}", "dtype") from err
+    service.start_load(body.name, body.device, body.dtype)
+    return LoadModelOut(name=body.name)

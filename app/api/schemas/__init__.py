@@ -1,0 +1,1 @@
+"""Request and response shapes: the contract the UI and users rely on, kept at the edge."""

@@ -1,0 +1,60 @@
+"""Fine-tune jobs and the runs they leave."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from app.api.schemas.common import FiniteFloat, Request
+from outlier_core.corpus import BUNDLED, MAX_FILE_BYTES
+
+Baseline = Literal["random", "ln", "lora", "full"]
+
+
+class FinetuneIn(Request):
+    mask_id: str = Field(min_length=1, max_length=64)
+    baselines: list[Baseline] = Field(default=[], max_length=4, description="trained after the mask, from the same base, at the same budget where it applies")
+    steps: int = Field(default=50, ge=1, le=100_000)
+    lr: FiniteFloat = Field(default=1e-3, gt=0, description="sparse runs and LoRA")
+    full_lr: FiniteFloat = Field(default=1e-4, gt=0)
+    weight_decay: FiniteFloat = Field(default=0.01, ge=0)
+    batch_size: int = Field(default=4, ge=1, le=1024)
+    seq_len: int = Field(default=64, ge=2, le=65_536, description="tokens per block, BOS included")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    lora_rank: int | None = Field(default=None, ge=1, le=65_536, description="default: the rank whose count is closest to the mask's")
+    data: Literal[BUNDLED] = Field(default="prose", description="a bundled corpus")  # type: ignore[valid-type]
+    data_text: str | None = Field(default=None, min_length=1, max_length=MAX_FILE_BYTES, description="or your own text (passages split at blank lines)")
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    state: Literal["queued", "running", "done", "failed", "cancelled"]
+    step: int
+    total: int
+    loss: float | None
+    tokens_per_s: float | None
+    eta_s: float | None
+    phase: str | None
+    error: str | None
+    created: float
+    started: float | None
+    finished: float | None
+    params: dict[str, Any] | None
+
+
+class JobsOut(BaseModel):
+    jobs: list[JobOut] = Field(description="newest first")
+
+
+class RunSummaryOut(BaseModel):
+    id: str
+    folder: str
+    modified: float
+    mask: str | None
+    runs: list[dict[str, Any]] = Field(description="per method: name, method, trainable, changed, eval_before, eval_after, seconds")
+
+
+class RunsOut(BaseModel):
+    runs: list[RunSummaryOut] = Field(description="newest first")

@@ -1,0 +1,90 @@
+"""Selection masks: build from clicks, dims or the outlier rules; export and import."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from app.api.schemas.common import FiniteFloat, Request
+from outlier_core.corpus import BUNDLED
+from outlier_core.mask_rules import ROLES, RULES
+
+Role = Literal[ROLES]  # type: ignore[valid-type]
+RuleName = Literal[RULES]  # type: ignore[valid-type]
+
+
+class MaskPartIn(Request):
+    parameter: str = Field(min_length=1, description="plain Hugging Face name")
+    kind: Literal["entries", "rows", "columns"] = Field(description="rows W[i, :] write output i; columns W[:, j] read input j (HF layout [out, in])")
+    index: list[int] | list[list[int]] = Field(max_length=1_000_000, description="rows/columns: [i, ...]; entries: [[i, j], ...] (one index per axis)")
+    source: str = Field(default="click", min_length=1, max_length=200, description="provenance: the rule or click that added it")
+
+
+class DimIn(Request):
+    layer: int
+    dim: int
+
+
+class MaskChangeIn(Request):
+    parts: list[MaskPartIn] = Field(default=[], max_length=10_000)
+    dims: list[DimIn] = Field(default=[], max_length=10_000, description="add what scales, reads and writes each (layer, residual dim)")
+    roles: list[Role] = Field(default=list(ROLES), min_length=1, max_length=3, description="for dims: norm entry, reading columns, writing rows")
+
+
+class MaskCreateIn(MaskChangeIn):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class SuggestIn(Request):
+    name: str = Field(default="outlier rules", min_length=1, max_length=200)
+    budget: int = Field(ge=1, le=10**12, description="most parameters the mask may select")
+    text: str | None = Field(default=None, min_length=1, description="the prompt whose activations the rules read (default: the bundled corpus)")
+    corpus: Literal[BUNDLED] = "prose"  # type: ignore[valid-type]
+    max_tokens: int = Field(default=128, ge=2, le=4096, description="tokens of the text or corpus to run")
+    prepend_bos: bool = True
+    rules: list[RuleName] = Field(default=list(RULES), min_length=1, max_length=len(RULES), description="in priority order")
+    norm_rule: Literal["sigma", "percentile", "mad"] = "sigma"
+    norm_k: FiniteFloat = Field(default=3.0, gt=0)
+    window: int = Field(default=0, ge=0, le=1024, description="layer-window sparsity n: keep one norm layer per ±n layers (0: off)")
+    contribution_share: FiniteFloat = Field(default=0.05, gt=0, le=1, description="super weights: least share of the massive value an entry writes")
+
+
+class ModelRefOut(BaseModel):
+    name: str
+    n_params: int
+
+
+class ShapeOut(BaseModel):
+    shape: list[int]
+
+
+class PartOut(BaseModel):
+    parameter: str
+    kind: str
+    source: str
+    size: int
+    index: list[int] | list[list[int]] | None = None
+
+
+class MaskOut(BaseModel):
+    id: str
+    format: str
+    name: str
+    model: ModelRefOut
+    layout: str
+    parameters: dict[str, ShapeOut]
+    parts: list[PartOut]
+    count: int = Field(description="distinct coordinates selected")
+    share: float = Field(description="count / the model's parameter count")
+    counts: dict[str, int]
+
+
+class MasksOut(BaseModel):
+    masks: list[MaskOut] = Field(description="newest first; parts without indices")
+
+
+class SuggestionOut(BaseModel):
+    mask: MaskOut
+    found: dict[str, int] = Field(description="per rule, the coordinates its candidates covered before the budget")
+    budget: int

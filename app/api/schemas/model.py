@@ -1,0 +1,55 @@
+"""Health, the loaded model and the registry."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from app.api.schemas.common import Request
+
+
+class HealthOut(BaseModel):
+    status: str = "ok"
+    ready: bool = Field(description="true when a model serves requests")
+    model: str | None = Field(description="the model serving requests")
+    loading: str | None = Field(default=None, description="the model being loaded, if any")
+    error: str | None = Field(default=None, description="why the last load failed, if it did")
+
+
+class ModelOut(BaseModel):
+    name: str
+    n_layers: int
+    d_model: int
+    n_heads: int
+    d_mlp: int
+    d_vocab: int
+    n_ctx: int
+    n_params: int
+    device: str
+    dtype: str
+    norm_offset: float = Field(description="1.0 where norms scale by (1 + w), as Gemma's do")
+    quantized_source: bool = Field(description="matrices dequantized from GGUF show the quantization grid")
+    bos_token_id: int
+    max_tokens: int = Field(description="the longest prompt this server accepts, BOS included")
+
+
+class RegistryEntryOut(BaseModel):
+    name: str
+    description: str
+    loaded: bool
+
+
+class ModelsOut(BaseModel):
+    models: list[RegistryEntryOut]
+    current: str | None
+    loading: str | None
+
+
+class LoadModelIn(Request):
+    name: str = Field(min_length=1, description="registry name, Hugging Face id (from the local cache) or local directory")
+    device: str | None = Field(default=None, description="cpu, cuda, cuda:N; default cuda when present")
+    dtype: str | None = Field(default=None, description="float32, bfloat16 or float16; default bf16 on CUDA, fp32 on CPU")
+
+
+class LoadModelOut(BaseModel):
+    status: str = "loading"
+    name: str

@@ -1,0 +1,22 @@
+"""Every setting of the API in one place, read from `OUTLIER_LAB_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OUTLIER_LAB_", env_file=None, extra="ignore")
+
+    model: str = "smollm2-135m"  # registry name, Hugging Face id or local directory
+    device: str | None = None  # None: cuda when present, else cpu
+    dtype: str | None = None  # None: bf16/fp16 on CUDA, fp32 on CPU
+    host: str = "127.0.0.1"  # loopback unless deliberately exposed (then set api_key)
+    port: int = Field(default=8000, ge=1, le=65535)
+    api_key: str | None = None  # when set, every route but health needs header X-API-Key
+    max_tokens: int = Field(default=1024, ge=2)  # longest prompt accepted, BOS included
+    runs_dir: Path = Path("runs")  # fine-tune runs and saved masks live here
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)  # room for a large mask import
