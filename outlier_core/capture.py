@@ -184,11 +184,13 @@ class LayerMatrix:
     values: torch.Tensor  # (T, D) on the CPU, float32
 
 
-def layer_matrix(model: LoadedModel, text: str, layer: int, site: str = "resid_post", prepend_bos: bool = True) -> LayerMatrix:
+def layer_matrix(
+    model: LoadedModel, text: str, layer: int, site: str = "resid_post", prepend_bos: bool = True, max_tokens: int | None = None
+) -> LayerMatrix:
     """The full position × dim matrix of one layer (for the heatmap); stops after that layer."""
     check_layer(model, layer)
     site = canonical_site(site)
-    encoded = encode(model, text, prepend_bos)
+    encoded = encode(model, text, prepend_bos, max_tokens)
     captured: dict[str, torch.Tensor] = {}
 
     def hook(h: torch.Tensor, *, hook) -> None:  # h: (1, T, D)
@@ -205,9 +207,11 @@ class AttentionPatterns:
     pattern: torch.Tensor  # (H, T_query, T_key) on the CPU, float32
 
 
-def attention_patterns(model: LoadedModel, text: str, layer: int, prepend_bos: bool = True) -> AttentionPatterns:
+def attention_patterns(
+    model: LoadedModel, text: str, layer: int, prepend_bos: bool = True, max_tokens: int | None = None
+) -> AttentionPatterns:
     check_layer(model, layer)
-    encoded = encode(model, text, prepend_bos)
+    encoded = encode(model, text, prepend_bos, max_tokens)
     captured: dict[str, torch.Tensor] = {}
 
     def hook(pattern: torch.Tensor, *, hook) -> None:  # (1, H, T, T)

@@ -78,6 +78,9 @@ class Intervention:
         width = site_width(model, self.site)
         if self.dim != "all" and self.dim[-1] >= width:
             raise InputError("dim", f"{self.dim[-1]} is out of range; {self.site} has dims 0..{width - 1}")
+        largest = torch.finfo(model.dtype).max
+        if self.mode == "set" and abs(self.value) > largest:
+            raise InputError("value", f"{self.value:g} does not fit the model's {str(model.dtype).removeprefix('torch.')} (max {largest:g})")
 
     def size(self, seq_len: int, width: int) -> int:
         """How many scalars this intervention touches."""

@@ -11,7 +11,6 @@ from app.api.schemas.scan import ActivationsIn, ActivationsOut
 from outlier_core.capture import layer_matrix
 from outlier_core.heatmap import columns_for, dim_view
 from outlier_core.models import LoadedModel
-from outlier_core.tokens import encode
 
 router = APIRouter(tags=["activations"])
 
@@ -20,8 +19,7 @@ MAX_CELLS = 65_536
 
 
 def _activations(model: LoadedModel, body: ActivationsIn, max_tokens: int) -> dict:
-    encode(model, body.text, body.prepend_bos, max_tokens)  # the server's token limit, before any forward pass
-    matrix = layer_matrix(model, body.text, body.layer, body.site, body.prepend_bos)
+    matrix = layer_matrix(model, body.text, body.layer, body.site, body.prepend_bos, max_tokens)
     columns = columns_for(len(matrix.tokens), body.max_dims, MAX_CELLS)
     view = dim_view(matrix.values, body.view, columns, body.dim_start, body.dim_stop)
     return {
