@@ -90,8 +90,21 @@ def check_layer(model: LoadedModel, layer: int) -> None:
         raise InputError("layer", f"{layer} is out of range; the model has layers 0..{model.n_layers - 1}")
 
 
+def _skip_unembed(x: torch.Tensor, *, hook) -> None:
+    from transformer_lens.model_bridge.exceptions import StopAtLayerException
+
+    raise StopAtLayerException(x)  # the bridge's own early exit, caught inside its forward
+
+
 def run_hooked(model: LoadedModel, ids: torch.Tensor, hooks: list[Hook], stop_at_layer: int | None = None) -> None:
-    """One forward pass with temporary hooks; the hooks are gone afterwards, even on error."""
+    """One forward pass with temporary hooks; the hooks are gone afterwards, even on error.
+
+    `stop_at_layer=k` runs blocks 0..k-1 only; `k = n_layers` runs every block but skips
+    the final norm and the unembedding (~10% of a small model's forward), which no
+    capture needs.
+    """
+    if stop_at_layer == model.n_layers:
+        hooks, stop_at_layer = [*hooks, ("ln_final.hook_in", _skip_unembed)], None
     with torch.inference_mode(), model.bridge.hooks(fwd_hooks=hooks):
         model.bridge(ids, return_type=None, stop_at_layer=stop_at_layer)
 
@@ -123,7 +136,9 @@ def scan_encoded(
     site: str = "resid_post",
     top_k: int = 3,
     rule: MassiveRule = PAPER_RULE,
+    unembed: bool = False,
 ) -> Scan:
+    """`unembed=True` also runs the final norm and unembedding, for callers hooking the logits."""
     if top_k < 1:
         raise InputError("top_k", "must be at least 1")
     site = canonical_site(site)
@@ -151,7 +166,7 @@ def scan_encoded(
     for layer in range(model.n_layers):
         hooks.append((hook_name(site, layer), activations_hook(layer)))
         hooks.append((pattern_hook(layer), pattern_hook_fn(layer)))
-    run_hooked(model, encoded.ids, hooks)
+    run_hooked(model, encoded.ids, hooks, stop_at_layer=None if unembed else model.n_layers)
     return Scan(
         site=site,
         prepend_bos=encoded.prepend_bos,
@@ -235,5 +250,5 @@ def feature_outliers(
 
         return hook
 
-    run_hooked(model, encoded.ids, [(hook_name(site, l), capture(l)) for l in range(model.n_layers)])
+    run_hooked(model, encoded.ids, [(hook_name(site, l), capture(l)) for l in range(model.n_layers)], stop_at_layer=model.n_layers)
     return outlier_features(torch.stack([per_layer[l] for l in range(model.n_layers)]), rule)  # (L, T, D)

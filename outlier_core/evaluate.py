@@ -154,7 +154,7 @@ def _scan_and_scores(model: LoadedModel, encoded: Encoded, top_k: int) -> tuple[
     """One forward: the scan (which reads batch row 0) and the scores of every row."""
     scores: list[_RowScore] = []
     with model.bridge.hooks(fwd_hooks=[(LOGITS_HOOK, _score_rows(model, encoded.ids, top_k, scores))]):
-        scan = scan_encoded(model, encoded, rule=CARRIER_RULE)
+        scan = scan_encoded(model, encoded, rule=CARRIER_RULE, unembed=True)
     return scan, scores
 
 

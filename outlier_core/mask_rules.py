@@ -122,7 +122,7 @@ def capture_evidence(model: LoadedModel, encoded: Encoded) -> Evidence:
         return hook
 
     hooks = [(hook_name(s, l), keep(s, l)) for s in sites for l in range(model.n_layers)]
-    run_hooked(model, encoded.ids, hooks)
+    run_hooked(model, encoded.ids, hooks, stop_at_layer=model.n_layers)
     stacked = [torch.stack([captured[(s, l)] for l in range(model.n_layers)]) for s in sites]
     return Evidence(*stacked)
 

@@ -97,7 +97,7 @@ def compute_means(
     }
     hooks = [(hook_name(site, layer), _accumulator(rule, sums, layer)) for layer in range(model.n_layers)]
     for start in range(0, ids.shape[0], BATCH):
-        run_hooked(model, ids[start:start + BATCH], hooks)
+        run_hooked(model, ids[start:start + BATCH], hooks, stop_at_layer=model.n_layers)
     n_tokens = ids.numel()
     count = sums["count"]
     carrier_mean = torch.where(count > 0, sums["carrier"] / count.clamp(min=1), 0.0)
