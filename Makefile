@@ -1,7 +1,5 @@
 # The two commands: `make run` and `make test`. Both set up a fresh machine first.
-.PHONY: run test bench setup
-
-DEMO_TEXT ?= The old lighthouse keeper walked down to the harbour every morning before sunrise.
+.PHONY: run test bench setup browser
 
 .venv/.setup-done: pyproject.toml scripts/setup.sh
 	./scripts/setup.sh
@@ -9,10 +7,13 @@ DEMO_TEXT ?= The old lighthouse keeper walked down to the harbour every morning 
 
 setup: .venv/.setup-done
 
-run: setup
-	.venv/bin/outlier-lab scan --text "$(DEMO_TEXT)"
+browser:
+	./scripts/install-browser.sh
 
-test: setup
+run: setup
+	.venv/bin/outlier-lab serve
+
+test: setup browser
 	.venv/bin/pytest -q
 
 bench: setup

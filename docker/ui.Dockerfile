@@ -13,7 +13,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 # itself goes in with --no-deps so its torch requirement is not pulled; keep these ranges in
 # step with the UI's dependencies in pyproject.toml.
 RUN python -m venv /opt/venv \
-    && pip install "dash>=3.0,<5" "plotly>=5.20,<8" "httpx>=0.27,<1" "pydantic>=2.7,<3"
+    && pip install "dash>=4.4,<5" "plotly>=5.20,<8" "httpx>=0.27,<1" "pydantic>=2.7,<3"
 COPY . /app
 # Editable, so /app keeps the checkout's layout and Dash finds assets/ beside the code.
 # `ui --help` fails the build if the UI command path imports something not installed here.

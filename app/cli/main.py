@@ -17,12 +17,14 @@ from outlier_core.errors import InputError
 COMMANDS: dict[str, tuple[str, str]] = {
     "scan": ("app.cli.scan_cmd", "per-layer activation outliers of one prompt"),
     "origin": ("app.cli.origin_cmd", "which block and which MLP neurons wrote a massive activation"),
-    "weights": ("app.cli.weights_cmd", "statistics and outliers of every norm weight and projection matrix"),
     "intervene": ("app.cli.intervene_cmd", "zero, mean-replace, scale or set activations or weights: baseline vs intervened vs control"),
+    "weights": ("app.cli.weights_cmd", "statistics and outliers of every norm weight and projection matrix"),
+    "prepare": ("app.cli.prepare_cmd", "convert the embedded models to the fast-loading cache once"),
     "mask": ("app.cli.mask_cmd", "build a selection mask by the outlier rules (suggest), or show one"),
     "finetune": ("app.cli.finetune_cmd", "fine-tune only a mask's coordinates and compare with baselines"),
-    "prepare": ("app.cli.prepare_cmd", "convert the embedded models to the fast-loading cache once"),
     "api": ("app.cli.api_cmd", "serve the HTTP API (FastAPI) on 127.0.0.1:8000"),
+    "ui": ("app.cli.ui_cmd", "serve the browser workbench (Dash) on 127.0.0.1:8050 against a running API"),
+    "serve": ("app.cli.serve_cmd", "start the API and the browser workbench together; open http://127.0.0.1:8050"),
 }
 
 

@@ -1,0 +1,151 @@
+"""`create_app(api_url)`: the Dash workbench — a shell (status, prompt, per-user stores) around six pages.
+
+The shell polls the API's health, fetches the model description once the model serves,
+and holds the prompt. Pages live in `app/ui/pages/`, one module each, registered with
+`dash.register_page`; they read the shell's stores and never hold state of their own in
+module globals, so two browser tabs never see each other's prompt, selection or mask.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dash
+import httpx
+from dash import Input, Output, State, ctx, dcc, html, no_update
+
+from app.ui import ids
+from app.ui.client import ApiClient, ApiProblem
+from app.ui.components import CLIENT_ATTRIBUTE, api
+from app.ui.state import DEFAULT_PROMPT, PRESET_LABELS, PRESETS
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"  # DESIGN.md: Dash static assets at the repository root
+PAGES = Path(__file__).resolve().parent / "pages"
+HEALTH_EVERY_MS = 2_000
+
+
+def create_app(api_url: str, http: httpx.Client | None = None) -> dash.Dash:
+    """The Dash app talking to the API at `api_url` (`http`: a ready client, for tests)."""
+    app = dash.Dash(
+        "app.ui",  # the package: Dash then imports the pages as app.ui.pages.<name>, the same modules tests import
+        use_pages=True,
+        pages_folder=str(PAGES),
+        assets_folder=str(ASSETS),
+        title="Outlier Lab",
+        suppress_callback_exceptions=True,  # each page's components exist only while it is shown
+        update_title=None,  # no "Updating..." flicker in the tab title during long model calls
+    )
+    setattr(app, CLIENT_ATTRIBUTE, ApiClient(api_url, http=http))
+    app.layout = _shell()
+    return app
+
+
+def _nav() -> html.Nav:
+    return html.Nav([dcc.Link(page["name"], href=page["relative_path"], className="nav-link") for page in dash.page_registry.values()], className="nav")
+
+
+def _prompt_bar() -> html.Div:
+    return html.Div([
+        dcc.Textarea(id=ids.PROMPT_TEXT, className="prompt-text", placeholder="Type a prompt, or pick a preset", rows=2),
+        html.Div([
+            dcc.Dropdown(id=ids.PROMPT_PRESET, options=[{"label": PRESET_LABELS[k], "value": k} for k in PRESETS], placeholder="Presets", clearable=False, className="preset"),
+            dcc.Checklist(id=ids.PROMPT_BOS, options=[{"label": " prepend BOS", "value": "bos"}], value=["bos"], className="bos"),
+            html.Button("Run", id=ids.PROMPT_RUN, className="button primary", n_clicks=0),
+        ], className="prompt-controls"),
+        html.Div(id=ids.PROMPT_INFO, className="prompt-info"),
+    ], className="prompt-bar")
+
+
+def _shell() -> html.Div:
+    return html.Div([
+        dcc.Location(id=ids.LOCATION),
+        dcc.Interval(id=ids.HEALTH_POLL, interval=HEALTH_EVERY_MS),
+        dcc.Store(id=ids.HEALTH, storage_type="memory"),
+        dcc.Store(id=ids.MODEL, storage_type="memory"),
+        # Session storage: one tab's state survives a reload and never leaks into another tab.
+        dcc.Store(id=ids.PROMPT, storage_type="session", data=DEFAULT_PROMPT),
+        dcc.Store(id=ids.SCAN, storage_type="memory"),
+        dcc.Store(id=ids.SELECTED, storage_type="session"),
+        dcc.Store(id=ids.INTERVENTIONS, storage_type="session", data=[]),
+        dcc.Store(id=ids.EFFECT, storage_type="memory"),
+        dcc.Store(id=ids.MASK, storage_type="session"),
+        dcc.Store(id=ids.JOB, storage_type="session"),
+        html.Header([
+            html.Div([html.Span("Outlier Lab", className="brand"), _nav()], className="header-left"),
+            html.Div("connecting…", id=ids.STATUS, className="status status-unknown"),
+        ], className="header"),
+        html.Div(id=ids.BANNER),
+        _prompt_bar(),
+        html.Main(dash.page_container, className="page"),
+    ], className="shell")
+
+
+def health_state(client: ApiClient) -> dict:
+    """The API's health as the shell keeps it; a down API is a state, not an error."""
+    try:
+        health = client.health()
+    except ApiProblem as problem:
+        return {"reachable": False, "ready": False, "model": None, "loading": None, "error": None, "message": problem.message}
+    return {"reachable": True, "ready": bool(health.get("ready")), "model": health.get("model"), "loading": health.get("loading"), "error": health.get("error"), "message": None}
+
+
+def status_view(health: dict | None) -> tuple[str, str, object]:
+    """(status text, its CSS class, the banner) for a health state."""
+    if health is None:
+        return "connecting…", "status status-unknown", None
+    if not health["reachable"]:
+        return "API unreachable", "status status-down", html.Div(health["message"], className="message message-unreachable banner", role="alert")
+    if health["loading"]:
+        text = f"loading {health['loading']}…"
+        return text, "status status-loading", html.Div(f"The API is loading the model {health['loading']}; the views fill in once it is ready.", className="message message-loading banner")
+    if not health["ready"]:
+        reason = health["error"] or "no model is loaded"
+        return "no model", "status status-down", html.Div(f"The API has no model to serve: {reason}", className="message message-server banner", role="alert")
+    return f"{health['model']} ready", "status status-ready", None
+
+
+@dash.callback(Output(ids.HEALTH, "data"), Input(ids.HEALTH_POLL, "n_intervals"), State(ids.HEALTH, "data"))
+def poll_health(_n: int | None, previous: dict | None) -> dict:
+    current = health_state(api())
+    return no_update if current == previous else current
+
+
+@dash.callback(
+    Output(ids.STATUS, "children"), Output(ids.STATUS, "className"), Output(ids.BANNER, "children"), Output(ids.MODEL, "data"),
+    Input(ids.HEALTH, "data"), State(ids.MODEL, "data"),
+)
+def show_health(health: dict | None, model: dict | None):
+    text, css, banner = status_view(health)
+    if not health or not health["ready"]:
+        return text, css, banner, None  # pages wait instead of calling a model that is not there
+    if model and model.get("name") == health["model"]:
+        return text, css, banner, no_update
+    try:
+        described = api().model()
+    except ApiProblem as problem:
+        return text, css, html.Div(problem.message, className="message message-server banner", role="alert"), None
+    return f"{described['name']} · {described['n_layers']} layers · {described['device']}", css, banner, described
+
+
+@dash.callback(Output(ids.PROMPT_TEXT, "value"), Output(ids.PROMPT_BOS, "value"), Input(ids.PROMPT_PRESET, "value"), State(ids.PROMPT, "data"))
+def fill_prompt(preset: str | None, prompt: dict | None):
+    """A preset fills the box; on page load the box shows the tab's stored prompt."""
+    if ctx.triggered_id == ids.PROMPT_PRESET and preset:
+        return PRESETS[preset], no_update
+    prompt = prompt or DEFAULT_PROMPT
+    return prompt["text"], ["bos"] if prompt["prepend_bos"] else []
+
+
+@dash.callback(
+    Output(ids.PROMPT, "data"), Output(ids.PROMPT_INFO, "children"),
+    Input(ids.PROMPT_RUN, "n_clicks"), Input(ids.PROMPT_BOS, "value"),
+    State(ids.PROMPT_TEXT, "value"), State(ids.PROMPT, "data"),
+    prevent_initial_call=True,
+)
+def set_prompt(_clicks: int, bos: list[str], text: str | None, current: dict | None):
+    if not text or not text.strip():
+        return no_update, "Type a prompt first."
+    prompt = {"text": text, "prepend_bos": "bos" in (bos or [])}
+    if prompt == current:
+        return no_update, ""
+    return prompt, ""

@@ -1,0 +1,175 @@
+"""The one module of the UI that speaks HTTP: every API call, and every failure as a message.
+
+A call returns the API's JSON (or the bytes of a download). Anything that goes wrong —
+the API unreachable, slow, loading a model, refusing the input, failing — raises
+`ApiProblem`, whose `message` is a sentence a user can act on; pages show it in place
+of the view they could not draw.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+API_KEY_ENV = "OUTLIER_LAB_API_KEY"
+QUICK_TIMEOUT_S = 5.0  # health and small reads: the API answers them without touching the model
+MODEL_TIMEOUT_S = 600.0  # a forward pass on a large model, or the first reference means on a busy CPU
+
+HEATMAP_DIMS = 64  # columns of a layer heatmap: readable at a glance; the rest go in one "rest" column
+
+# Thresholds of the two massive-activation rules the API knows (RESEARCH.md).
+RULES = {
+    "paper": {"abs_threshold": 100.0, "median_ratio": 1000.0},
+    "relative": {"abs_threshold": 0.0, "median_ratio": 300.0},
+}
+
+
+class ApiProblem(Exception):
+    """A failed API call. `kind`: unreachable | timeout | loading | auth | input | missing | server."""
+
+    def __init__(self, kind: str, message: str, status: int | None = None, field: str | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status
+        self.field = field
+
+
+def _detail(response: httpx.Response) -> tuple[str, str | None]:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:300] or response.reason_phrase, None
+    if isinstance(body, dict) and isinstance(body.get("detail"), str):
+        return body["detail"], body.get("field")
+    return str(body)[:300], None
+
+
+class ApiClient:
+    def __init__(self, base_url: str, api_key: str | None = None, http: httpx.Client | None = None):
+        self.base_url = base_url.rstrip("/")
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+        headers = {"X-API-Key": key} if key else {}
+        # `http` lets tests hand in a client bound to an in-process app (Starlette's TestClient).
+        self._http = http or httpx.Client(base_url=self.base_url, timeout=MODEL_TIMEOUT_S)
+        self._headers = headers
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, *, json: Any = None, params: Any = None, files: Any = None, data: Any = None, timeout: float = MODEL_TIMEOUT_S, raw: bool = False) -> Any:
+        try:
+            response = self._http.request(method, path, json=json, params=params, files=files, data=data, headers=self._headers, timeout=timeout)
+        except httpx.TimeoutException as err:
+            raise ApiProblem("timeout", f"The API at {self.base_url} did not answer {path} within {timeout:.0f} s.") from err
+        except httpx.TransportError as err:
+            raise ApiProblem(
+                "unreachable",
+                f"Cannot reach the Outlier Lab API at {self.base_url} ({type(err).__name__}). "
+                "Start it with `outlier-lab api`, or run `outlier-lab serve` for API and UI together.",
+            ) from err
+        if response.status_code >= 400:
+            raise self._problem(response, path)
+        if raw:
+            return response.content
+        try:
+            return response.json()
+        except ValueError as err:
+            raise ApiProblem("server", f"The API answered {path} with something that is not JSON.", response.status_code) from err
+
+    def _problem(self, response: httpx.Response, path: str) -> ApiProblem:
+        detail, field = _detail(response)
+        status = response.status_code
+        if status == 401:
+            return ApiProblem("auth", f"The API refused the request: {detail}. Give the UI the API's key in ${API_KEY_ENV}.", status, field)
+        if status == 503:
+            return ApiProblem("loading", f"The model is not ready: {detail}", status, field)
+        if status in (404, 405) and field is None:
+            return ApiProblem("missing", f"This API has no {path} route ({detail}); it may be older than the UI.", status)
+        if status < 500:
+            return ApiProblem("input", detail, status, field)
+        return ApiProblem("server", f"The API failed on {path} (HTTP {status}): {detail}", status, field)
+
+    # ---- model ----
+
+    def health(self) -> dict:
+        return self._call("GET", "/api/health", timeout=QUICK_TIMEOUT_S)
+
+    def model(self) -> dict:
+        return self._call("GET", "/api/model", timeout=QUICK_TIMEOUT_S)
+
+    # ---- activations and attention ----
+
+    def scan(self, text: str, prepend_bos: bool, site: str = "resid_post", top_k: int = 3, rule: str = "paper") -> dict:
+        body = {"text": text, "prepend_bos": prepend_bos, "site": site, "top_k": top_k, **RULES[rule]}
+        return self._call("POST", "/api/scan", json=body)
+
+    def activations(self, text: str, prepend_bos: bool, layer: int, site: str = "resid_post", view: str = "top", max_dims: int = HEATMAP_DIMS) -> dict:
+        body = {"text": text, "prepend_bos": prepend_bos, "layer": layer, "site": site, "view": view, "max_dims": max_dims}
+        return self._call("POST", "/api/activations", json=body)
+
+    def attention(self, text: str, prepend_bos: bool, layer: int, heads: list[int] | None = None, mean_heads: bool = False) -> dict:
+        body = {"text": text, "prepend_bos": prepend_bos, "layer": layer, "heads": heads, "mean_heads": mean_heads}
+        return self._call("POST", "/api/attention", json=body)
+
+    def intervene(self, text: str, prepend_bos: bool, interventions: list[dict], eval_corpus: str | None = None) -> dict:
+        body = {"text": text, "prepend_bos": prepend_bos, "interventions": interventions, "eval_corpus": eval_corpus}
+        return self._call("POST", "/api/intervene", json=body)
+
+    # ---- weights ----
+
+    def weights(self, rule: str, k: float, kinds: tuple[str, ...] = ("norm",), layers: tuple[int, ...] | None = None) -> dict:
+        params = {"rule": rule, "k": k, "kinds": list(kinds)}
+        if layers is not None:
+            params["layers"] = list(layers)
+        return self._call("GET", "/api/weights", params=params)
+
+    def tensor(self, name: str, rule: str, k: float, bins: int = 64, max_listed: int = 32) -> dict:
+        return self._call("GET", f"/api/weights/{name}", params={"rule": rule, "k": k, "bins": bins, "max_listed": max_listed})
+
+    def norms_at_dims(self, dims: list[int]) -> dict:
+        return self._call("GET", "/api/weights/at-dims", params={"dims": dims})
+
+    # ---- selection masks ----
+
+    def masks(self) -> dict:
+        return self._call("GET", "/api/masks", timeout=QUICK_TIMEOUT_S)
+
+    def mask(self, mask_id: str) -> dict:
+        return self._call("GET", f"/api/masks/{mask_id}")
+
+    def create_mask(self, name: str, parts: list[dict] | None = None, dims: list[dict] | None = None) -> dict:
+        return self._call("POST", "/api/masks", json={"name": name, "parts": parts or [], "dims": dims or []})
+
+    def extend_mask(self, mask_id: str, parts: list[dict] | None = None, dims: list[dict] | None = None) -> dict:
+        return self._call("POST", f"/api/masks/{mask_id}/parts", json={"parts": parts or [], "dims": dims or []})
+
+    def suggest_mask(self, budget: int, text: str | None, prepend_bos: bool, rules: list[str], window: int, name: str, norm_rule: str = "sigma", norm_k: float = 3.0) -> dict:
+        body = {"budget": budget, "text": text, "prepend_bos": prepend_bos, "rules": rules, "window": window, "name": name, "norm_rule": norm_rule, "norm_k": norm_k}
+        return self._call("POST", "/api/masks/suggest", json=body)
+
+    def export_mask(self, mask_id: str, file_format: str) -> bytes:
+        return self._call("GET", f"/api/masks/{mask_id}/export", params={"format": file_format}, raw=True)
+
+    def import_mask(self, filename: str, data: bytes) -> dict:
+        return self._call("POST", "/api/masks/import", files={"file": (filename, data, "application/octet-stream")})
+
+    # ---- fine-tune jobs ----
+
+    def start_finetune(self, mask_id: str, baselines: list[str], steps: int, lr: float, data: str = "prose", data_text: str | None = None) -> dict:
+        body = {"mask_id": mask_id, "baselines": baselines, "steps": steps, "lr": lr, "data": data, "data_text": data_text}
+        return self._call("POST", "/api/finetune", json=body)
+
+    def job(self, job_id: str) -> dict:
+        return self._call("GET", f"/api/jobs/{job_id}", timeout=QUICK_TIMEOUT_S)
+
+    def job_result(self, job_id: str) -> dict:
+        return self._call("GET", f"/api/jobs/{job_id}/result")
+
+    def cancel_job(self, job_id: str) -> dict:
+        return self._call("POST", f"/api/jobs/{job_id}/cancel", timeout=QUICK_TIMEOUT_S)
+
+    def runs(self) -> dict:
+        return self._call("GET", "/api/runs")

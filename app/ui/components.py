@@ -1,0 +1,93 @@
+"""Layout pieces every page shares, and the way a callback reaches the API client."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import dash
+from dash import ctx, dcc, html
+
+from app.ui.client import ApiClient, ApiProblem
+
+CLIENT_ATTRIBUTE = "outlier_lab_client"
+
+
+def api() -> ApiClient:
+    """The client of the app serving this callback (set by `create_app`)."""
+    return getattr(dash.get_app(), CLIENT_ATTRIBUTE)
+
+
+def user_action() -> str | dict | None:
+    """The id of the control the user touched to fire this callback, or None.
+
+    When a page's components appear, Dash fires the callbacks whose outputs already exist
+    (the shell's stores) with every input marked as triggered, buttons at n_clicks 0, even
+    under prevent_initial_call. Such a call is no user action.
+    """
+    triggered = ctx.triggered
+    if len(triggered) != 1:
+        return None
+    if triggered[0]["prop_id"].endswith(".n_clicks") and not triggered[0]["value"]:
+        return None
+    return ctx.triggered_id
+
+
+def problem_box(problem: ApiProblem | str, what: str | None = None) -> html.Div:
+    """A failure said in words: what could not be shown, and why."""
+    message = problem.message if isinstance(problem, ApiProblem) else problem
+    kind = problem.kind if isinstance(problem, ApiProblem) else "info"
+    lead = f"Could not {what}: " if what else ""
+    return html.Div([html.Strong(lead) if lead else None, message], className=f"message message-{kind}", role="alert")
+
+
+def note(text: Any, kind: str = "info") -> html.Div:
+    return html.Div(text, className=f"message message-{kind}")
+
+
+WAITING = "Waiting for the API's model — see the status at the top right."
+
+
+def card(title: str | None, *children: Any, class_name: str = "") -> html.Section:
+    return html.Section(([html.H3(title)] if title else []) + list(children), className=f"card {class_name}".strip())
+
+
+def spinner(*children: Any, id: str | None = None) -> dcc.Loading:
+    """Shown over a view while its callback runs: long model calls never look frozen."""
+    kwargs = {"id": id} if id else {}
+    return dcc.Loading(list(children), type="default", delay_show=250, **kwargs)
+
+
+def table(columns: list[str], rows: Iterable[Iterable[Any]], class_name: str = "", row_ids: list[str] | None = None) -> html.Table:
+    body = []
+    for i, row in enumerate(rows):
+        attrs = {"className": row_ids[i]} if row_ids else {}
+        body.append(html.Tr([html.Td(cell) for cell in row], **attrs))
+    return html.Table([html.Thead(html.Tr([html.Th(c) for c in columns])), html.Tbody(body)], className=f"table {class_name}".strip())
+
+
+def labelled(label: str, control: Any, hint: str | None = None, wide: bool = False) -> html.Div:
+    children = [html.Label(label, className="field-label"), control] + ([html.Small(hint, className="hint")] if hint else [])
+    return html.Div(children, className="field wide" if wide else "field")
+
+
+def layer_marks(n_layers: int) -> dict:
+    step = 1 if n_layers <= 16 else 2 if n_layers <= 40 else max(1, n_layers // 16)
+    return {i: str(i) for i in range(0, n_layers, step)}
+
+
+DEFAULT_MASK_NAME = "my selection"
+
+
+def add_to_mask(mask: dict | None, parts: list[dict] | None = None, dims: list[dict] | None = None) -> dict:
+    """The current mask with more parts (a new mask when the tab has none). Raises ApiProblem."""
+    client = api()
+    if mask:
+        return client.extend_mask(mask["id"], parts, dims)
+    return client.create_mask(DEFAULT_MASK_NAME, parts, dims)
+
+
+def mask_line(mask: dict) -> str:
+    """'my selection: 1,731 parameters (0.0013% of the model) in 5 parts'."""
+    count, parts, share = mask["count"], len(mask["parts"]), mask["share"]
+    percent = f"{share:.4%}" if share >= 1e-5 else f"{share * 100:.1e}%"
+    return f"{mask['name']}: {count:,} parameter{'s' * (count != 1)} ({percent} of the model) in {parts} part{'s' * (parts != 1)}"

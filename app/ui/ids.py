@@ -1,0 +1,117 @@
+"""Component ids, one constant each, so a typo fails at import instead of silently in the browser."""
+
+# ---- the shell (every page) ----
+LOCATION = "url"
+HEALTH_POLL = "health-poll"
+HEALTH = "health-store"  # {"reachable", "ready", "model", "loading", "error", "message"}
+MODEL = "model-store"  # GET /api/model, once the model serves
+STATUS = "model-status"
+BANNER = "backend-banner"
+PROMPT_TEXT = "prompt-text"
+PROMPT_PRESET = "prompt-preset"
+PROMPT_BOS = "prompt-bos"
+PROMPT_RUN = "prompt-run"
+PROMPT_INFO = "prompt-info"
+
+# ---- per-user state (dcc.Store) ----
+PROMPT = "prompt-store"  # {"text", "prepend_bos"}
+SCAN = "scan-store"  # the last /api/scan answer, with the prompt it belongs to
+SELECTED = "selected-store"  # {"layer", "site", "position", "dim", "token", "value"}
+INTERVENTIONS = "interventions-store"  # [intervention dicts], the stack
+EFFECT = "effect-store"  # the last /api/intervene answer
+MASK = "mask-store"  # the current selection mask (the API's manifest, indices included)
+JOB = "job-store"  # {"id"} of the fine-tune job this tab follows
+
+# ---- overview ----
+OV_SITE = "ov-site"
+OV_RULE = "ov-rule"
+OV_CURVE = "ov-curve"
+OV_SINK = "ov-sink"
+OV_MASSIVE = "ov-massive"
+OV_RECURRING = "ov-recurring"
+OV_MESSAGE = "ov-message"
+OV_LOADING = "ov-loading"
+
+# ---- layer explorer ----
+LX_LAYER = "lx-layer"
+LX_SITE = "lx-site"
+LX_VIEW = "lx-view"
+LX_HEATMAP = "lx-heatmap"
+LX_TOPDIMS = "lx-topdims"
+LX_SELECTED = "lx-selected"
+LX_VALUE = "lx-value"
+LX_ZERO = "lx-zero"
+LX_MEAN = "lx-mean"
+LX_SCALE = "lx-scale"
+LX_SET = "lx-set"
+LX_RESET = "lx-reset"
+LX_ADD_MASK = "lx-add-mask"
+LX_EVAL = "lx-eval"
+LX_STACK = "lx-stack"
+LX_PPL = "lx-perplexity"
+LX_PREDICTIONS = "lx-predictions"
+LX_EFFECT_CURVE = "lx-effect-curve"
+LX_EFFECT_SINK = "lx-effect-sink"
+LX_MESSAGE = "lx-message"
+LX_INTERVENE_MESSAGE = "lx-intervene-message"
+LX_MASK_MESSAGE = "lx-mask-message"
+
+# ---- attention ----
+AT_LAYER = "at-layer"
+AT_HEAD = "at-head"
+AT_PATTERN = "at-pattern"
+AT_HEADS = "at-heads"
+AT_SINK = "at-sink"
+AT_MESSAGE = "at-message"
+
+# ---- weights ----
+WT_RULE = "wt-rule"
+WT_K = "wt-k"
+WT_LAYER = "wt-layer"
+WT_MATRIX = "wt-matrix"
+WT_HISTOGRAM = "wt-histogram"
+WT_OUTLIERS = "wt-outliers"
+WT_ACROSS = "wt-across"
+WT_OVERVIEW = "wt-overview"
+WT_MATRIX_HIST = "wt-matrix-histogram"
+WT_LINES = "wt-lines"
+WT_NOTE = "wt-note"
+WT_ADD_MASK = "wt-add-mask"
+WT_MESSAGE = "wt-message"
+WT_MASK_MESSAGE = "wt-mask-message"
+WT_LISTED = "wt-listed"  # the listed norm outliers of the shown layer, for "add to selection"
+
+# ---- selection ----
+SL_NAME = "sl-name"
+SL_BUDGET = "sl-budget"
+SL_RULES = "sl-rules"
+SL_WINDOW = "sl-window"
+SL_SUGGEST = "sl-suggest"
+SL_CLEAR = "sl-clear"
+SL_SUMMARY = "sl-summary"
+SL_TABLE = "sl-table"
+SL_EXPORT_JSON = "sl-export-json"
+SL_EXPORT_ST = "sl-export-safetensors"
+SL_DOWNLOAD = "sl-download"
+SL_UPLOAD = "sl-upload"
+SL_MESSAGE = "sl-message"
+
+# ---- fine-tune ----
+FT_BASELINES = "ft-baselines"
+FT_STEPS = "ft-steps"
+FT_LR = "ft-lr"
+FT_DATA = "ft-data"
+FT_UPLOAD = "ft-upload"
+FT_UPLOAD_NAME = "ft-upload-name"
+FT_START = "ft-start"
+FT_CANCEL = "ft-cancel"
+FT_POLL = "ft-poll"
+FT_PROGRESS = "ft-progress"
+FT_STATUS = "ft-status"
+FT_RESULTS = "ft-results"
+FT_LOSS = "ft-loss"
+FT_OUTLIERS = "ft-outliers"
+FT_RUNS = "ft-runs"
+FT_MESSAGE = "ft-message"
+FT_MASK = "ft-mask"
+FT_LIVE = "ft-live"  # loss points sampled from the job status while it runs

@@ -1,0 +1,84 @@
+"""Attention: one layer's pattern per head (or their mean), and the sink — how much every
+layer and head attends to the first token — before and after the active interventions."""
+
+from __future__ import annotations
+
+import dash
+from dash import Input, Output, State, dcc, html, no_update
+
+from app.ui import figures, ids
+from app.ui.client import ApiProblem
+from app.ui.components import WAITING, api, labelled, layer_marks, problem_box, spinner
+from app.ui.state import prompt_key
+
+dash.register_page(__name__, path="/attention", name="Attention", order=2, title="Outlier Lab · Attention")
+
+MEAN = "mean"
+
+
+def layout(**_query) -> html.Div:
+    return html.Div([
+        html.Div([
+            labelled("Layer", dcc.Slider(id=ids.AT_LAYER, min=0, max=1, step=1, value=0, marks=None, tooltip={"placement": "bottom"}), wide=True),
+            labelled("Head", dcc.Dropdown(id=ids.AT_HEAD, options=[{"label": "mean of all heads", "value": MEAN}], value=MEAN, clearable=False)),
+        ], className="controls layer-controls"),
+        html.Div(id=ids.AT_MESSAGE),
+        spinner(dcc.Graph(id=ids.AT_PATTERN, figure=figures.empty_figure("Loading the pattern…"), config={"displaylogo": False})),
+        spinner(html.Div([
+            html.Div(dcc.Graph(id=ids.AT_SINK, figure=figures.empty_figure(""), config={"displaylogo": False}), className="half"),
+            html.Div(dcc.Graph(id=ids.AT_HEADS, figure=figures.empty_figure(""), config={"displaylogo": False}), className="half"),
+        ], className="row")),
+    ])
+
+
+@dash.callback(
+    Output(ids.AT_LAYER, "max"), Output(ids.AT_LAYER, "marks"), Output(ids.AT_LAYER, "value"), Output(ids.AT_HEAD, "options"),
+    Input(ids.MODEL, "data"), State(ids.AT_LAYER, "value"), State(ids.SELECTED, "data"),
+)
+def size_pickers(model: dict | None, layer: int, selected: dict | None):
+    if not model:
+        return no_update, no_update, no_update, no_update
+    n = model["n_layers"]
+    wanted = selected["layer"] if selected else max(layer or 0, n // 2)
+    heads = [{"label": "mean of all heads", "value": MEAN}] + [{"label": f"head {h}", "value": h} for h in range(model["n_heads"])]
+    return n - 1, layer_marks(n), min(wanted, n - 1), heads
+
+
+@dash.callback(
+    Output(ids.AT_PATTERN, "figure"), Output(ids.AT_MESSAGE, "children"),
+    Input(ids.PROMPT, "data"), Input(ids.MODEL, "data"), Input(ids.AT_LAYER, "value"), Input(ids.AT_HEAD, "value"),
+)
+def show_pattern(prompt: dict, model: dict | None, layer: int, head):
+    if not model:
+        return figures.empty_figure(WAITING), None
+    if layer is None or layer >= model["n_layers"]:
+        return no_update, no_update
+    heads, mean = (None, True) if head == MEAN else ([int(head)], False)
+    try:
+        found = api().attention(prompt["text"], prompt["prepend_bos"], layer, heads=heads, mean_heads=mean)
+    except ApiProblem as problem:
+        return figures.empty_figure("No pattern: see the message above."), problem_box(problem, f"read the attention of layer {layer}")
+    which = "mean of all heads" if mean else f"head {head}"
+    title = f"Layer {layer}, {which}: {found['sink_share'][0]:.0%} of attention on position 0"
+    return figures.attention_heatmap(found["tokens"], found["patterns"][0], title), None
+
+
+@dash.callback(
+    Output(ids.AT_SINK, "figure"), Output(ids.AT_HEADS, "figure"),
+    Input(ids.PROMPT, "data"), Input(ids.MODEL, "data"), Input(ids.EFFECT, "data"), State(ids.SCAN, "data"), State(ids.INTERVENTIONS, "data"),
+)
+def show_sinks(prompt: dict, model: dict | None, effect: dict | None, cached: dict | None, stack: list | None):
+    if not model:
+        return figures.empty_figure(""), figures.empty_figure("")
+    if cached and cached["key"][:2] == prompt_key(prompt) and cached["key"][-1] == model["name"]:
+        scan = cached["scan"]  # the sink does not depend on the overview's site or rule
+    else:
+        try:
+            scan = api().scan(prompt["text"], prompt["prepend_bos"])
+        except ApiProblem as problem:
+            return figures.empty_figure(problem.message), figures.empty_figure("")
+    after = None
+    if stack and effect and effect["key"] == prompt_key(prompt):
+        after = [e["sink_share_after"] for e in effect["result"]["layers"]]
+    title = "Sink share per layer" + (" — before and after the interventions" if after else "")
+    return figures.sink_curve(scan["sink_share"], after, title), figures.head_sink_heatmap(scan["head_sink_share"])

@@ -1,0 +1,186 @@
+"""Fine-tune: train only the mask's coordinates (and baselines at the same budget) as a job
+on the API; follow its progress and loss live, cancel it, then compare the runs."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+import dash
+from dash import Input, Output, State, dcc, html, no_update
+
+from app.ui import figures, ids
+from app.ui.client import ApiProblem
+from app.ui.components import WAITING, api, card, labelled, mask_line, note, problem_box, spinner, table, user_action
+from app.ui.state import format_value
+
+dash.register_page(__name__, path="/finetune", name="Fine-tune", order=5, title="Outlier Lab · Fine-tune")
+
+POLL_MS = 1_000
+BASELINES = {"random": "random mask, same size", "ln": "LN-only", "lora": "LoRA, same budget", "full": "full fine-tune"}
+DATA = {"prose": "bundled prose", "code": "bundled code", "upload": "my text file"}
+ACTIVE = ("queued", "running")
+
+
+def layout(**_query) -> html.Div:
+    return html.Div([
+        dcc.Interval(id=ids.FT_POLL, interval=POLL_MS, disabled=True),
+        dcc.Store(id=ids.FT_LIVE),
+        card("Launch",
+             html.Div(id=ids.FT_MASK),
+             html.Div([
+                 labelled("Baselines", dcc.Checklist(id=ids.FT_BASELINES, options=[{"label": v, "value": k} for k, v in BASELINES.items()], value=["random"])),
+                 labelled("Steps", dcc.Input(id=ids.FT_STEPS, type="number", value=30, min=1, step=1)),
+                 labelled("Learning rate", dcc.Input(id=ids.FT_LR, type="number", value=1e-3, min=0, step="any"), "sparse runs and LoRA"),
+                 labelled("Data", dcc.RadioItems(id=ids.FT_DATA, options=[{"label": v, "value": k} for k, v in DATA.items()], value="prose")),
+             ], className="controls"),
+             dcc.Upload(id=ids.FT_UPLOAD, children=html.Div("Drop a UTF-8 text file (passages split at blank lines), or click to choose"), className="upload"),
+             html.Div(id=ids.FT_UPLOAD_NAME, className="hint"),
+             html.Div([
+                 html.Button("Start fine-tune", id=ids.FT_START, className="button primary", n_clicks=0),
+                 html.Button("Cancel", id=ids.FT_CANCEL, className="button danger", n_clicks=0),
+             ], className="buttons")),
+        spinner(html.Div(id=ids.FT_MESSAGE)),
+        card("Progress", html.Div(id=ids.FT_PROGRESS), html.Div(id=ids.FT_STATUS)),
+        html.Div(id=ids.FT_RESULTS),
+        html.Div([
+            html.Div(dcc.Graph(id=ids.FT_LOSS, figure=figures.empty_figure("Start a run to see its loss."), config={"displaylogo": False}), className="half"),
+            html.Div(dcc.Graph(id=ids.FT_OUTLIERS, figure=figures.empty_figure(""), config={"displaylogo": False}), className="half"),
+        ], className="row"),
+        card("Earlier runs", html.Div(id=ids.FT_RUNS, className="table-scroll")),
+    ])
+
+
+@dash.callback(Output(ids.FT_MASK, "children"), Input(ids.MASK, "data"))
+def show_mask(mask: dict | None):
+    if not mask:
+        return note(["No mask yet: build one on the ", dcc.Link("Selection", href="/selection"), " page."])
+    return html.Div(f"Mask {mask_line(mask)}", className="mask-line")
+
+
+@dash.callback(Output(ids.FT_UPLOAD_NAME, "children"), Input(ids.FT_UPLOAD, "filename"))
+def show_upload(filename: str | None):
+    return f"Chosen: {filename} (select “my text file” to train on it)" if filename else None
+
+
+def _uploaded_text(contents: str | None) -> str | None:
+    if not contents:
+        return None
+    try:
+        return base64.b64decode(contents.split(",", 1)[1]).decode("utf-8")
+    except (IndexError, binascii.Error, UnicodeDecodeError):
+        return None
+
+
+@dash.callback(
+    Output(ids.JOB, "data"), Output(ids.FT_MESSAGE, "children"),
+    Input(ids.FT_START, "n_clicks"), Input(ids.FT_CANCEL, "n_clicks"),
+    State(ids.MASK, "data"), State(ids.FT_BASELINES, "value"), State(ids.FT_STEPS, "value"), State(ids.FT_LR, "value"),
+    State(ids.FT_DATA, "value"), State(ids.FT_UPLOAD, "contents"), State(ids.JOB, "data"),
+    prevent_initial_call=True,
+)
+def start_or_cancel(_s, _c, mask: dict | None, baselines: list[str], steps: int | None, lr: float | None, data: str, contents: str | None, job: dict | None):
+    action = user_action()
+    if action is None:
+        return no_update, no_update
+    client = api()
+    if action == ids.FT_CANCEL:
+        if not job:
+            return no_update, problem_box("No job to cancel.")
+        try:
+            status = client.cancel_job(job["id"])
+        except ApiProblem as problem:
+            return no_update, problem_box(problem, "cancel the job")
+        return no_update, note(f"Cancel asked: the job is {status['state']}; a running job stops at its next step.")
+    if not mask:
+        return no_update, problem_box("Build or pick a mask on the Selection page first.")
+    if not steps or steps < 1 or not lr or lr <= 0:
+        return no_update, problem_box("steps and learning rate: give positive numbers")
+    text = None
+    if data == "upload":
+        text = _uploaded_text(contents)
+        if not text:
+            return no_update, problem_box("data: choose a UTF-8 text file first")
+    try:
+        status = client.start_finetune(mask["id"], baselines or [], int(steps), float(lr), data="prose" if data == "upload" else data, data_text=text)
+    except ApiProblem as problem:
+        return no_update, problem_box(problem, "start the fine-tune")
+    return {"id": status["id"]}, note(f"Job {status['id']} queued.", "ok")
+
+
+def progress_view(status: dict) -> list:
+    share = status["step"] / status["total"] if status["total"] else 0.0
+    if status["state"] == "done":
+        share = 1.0
+    bar = html.Div(html.Div(className=f"progress-bar {status['state']}", style={"width": f"{share:.1%}"}), className="progress",
+                   role="progressbar", **{"aria-valuenow": f"{share * 100:.0f}", "aria-valuemin": "0", "aria-valuemax": "100"})
+    parts = [f"{status['state']}", f"step {status['step']} of {status['total']}"]
+    if status.get("phase"):
+        parts.append(status["phase"])
+    if status.get("loss") is not None:
+        parts.append(f"loss {status['loss']:.4f}")
+    if status.get("tokens_per_s"):
+        parts.append(f"{status['tokens_per_s']:,.0f} tokens/s")
+    if status.get("eta_s") is not None and status["state"] == "running":
+        parts.append(f"about {status['eta_s']:.0f} s left")
+    text = html.Div(" · ".join(parts), id="ft-state", **{"data-state": status["state"]})
+    return [bar, text] + ([problem_box(status["error"])] if status.get("error") else [])
+
+
+def results_table(result: dict) -> html.Section:
+    rows = [
+        [r["name"], f"{r['trainable']:,}", f"{r['changed']:,}", format_value(r["eval_before"]["perplexity"]), format_value(r["eval_after"]["perplexity"]),
+         f"{r['peak_memory_mb']:,.0f}", f"{r['seconds']:.1f}"]
+        for r in result["runs"]
+    ]
+    columns = ["run", "trainable", "changed", "eval ppl before", "eval ppl after", "peak memory (MB)", "train time (s)"]
+    data = result.get("data", {})
+    about = f"{result['config']['steps']} steps, lr {result['config']['lr']:g}, data: {data.get('source', '?')}"
+    return card("Results", note(about), table(columns, rows, class_name="results-table"))
+
+
+@dash.callback(
+    Output(ids.FT_PROGRESS, "children"), Output(ids.FT_STATUS, "children"), Output(ids.FT_POLL, "disabled"), Output(ids.FT_LIVE, "data"),
+    Output(ids.FT_RESULTS, "children"), Output(ids.FT_LOSS, "figure"), Output(ids.FT_OUTLIERS, "figure"),
+    Input(ids.FT_POLL, "n_intervals"), Input(ids.JOB, "data"), Input(ids.MODEL, "data"), State(ids.FT_LIVE, "data"),
+)
+def follow_job(_n, job: dict | None, model: dict | None, live: dict | None):
+    if not job:
+        return note("No job in this tab yet."), None, True, None, None, figures.empty_figure("Start a run to see its loss."), figures.empty_figure("")
+    client = api()
+    try:
+        status = client.job(job["id"])
+    except ApiProblem as problem:
+        waiting = problem.kind in ("unreachable", "timeout")  # keep polling through a restart of the API
+        return no_update, problem_box(problem if model else WAITING, "follow the job"), not waiting, no_update, no_update, no_update, no_update
+    points = live["points"] if live and live.get("job") == job["id"] else []
+    if status["loss"] is not None and (not points or points[-1][0] != status["step"]):
+        points = points + [[status["step"], status["loss"], status.get("phase") or ""]]
+    live = {"job": job["id"], "points": points}
+    if status["state"] in ACTIVE:
+        loss = figures.live_loss(points) if points else figures.empty_figure("Waiting for the first step…")
+        return progress_view(status), None, False, live, no_update, loss, no_update
+    if status["state"] != "done":
+        return progress_view(status), None, True, live, None, no_update, no_update
+    try:
+        result = client.job_result(job["id"])
+    except ApiProblem as problem:
+        return progress_view(status), problem_box(problem, "read the results"), True, live, None, no_update, no_update
+    return progress_view(status), None, True, live, results_table(result), figures.loss_curves(result["runs"]), figures.outlier_shift(result["outliers_before"], result["runs"])
+
+
+@dash.callback(Output(ids.FT_RUNS, "children"), Input(ids.MODEL, "data"), Input(ids.FT_RESULTS, "children"))
+def list_runs(model: dict | None, _results):
+    if not model:
+        return note(WAITING)
+    try:
+        runs = api().runs()["runs"]
+    except ApiProblem as problem:
+        return problem_box(problem, "list the runs")
+    if not runs:
+        return note("No runs yet.")
+    rows = [
+        [r["id"], r.get("mask") or "", run["name"], f"{run['trainable']:,}", format_value(run["eval_before"]["perplexity"]), format_value(run["eval_after"]["perplexity"])]
+        for r in runs for run in r["runs"]
+    ]
+    return table(["run folder", "mask", "method", "trainable", "ppl before", "ppl after"], rows)

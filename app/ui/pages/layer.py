@@ -1,0 +1,228 @@
+"""Layer explorer: one layer's position × dim heatmap; click a cell, then zero, mean-replace,
+scale or set it and watch perplexity, the next token, later layers and the sink respond."""
+
+from __future__ import annotations
+
+import dash
+from dash import Input, Output, State, ctx, dcc, html, no_update
+
+from app.ui import figures, ids
+from app.ui.client import ApiProblem
+from app.ui.components import WAITING, add_to_mask, api, card, labelled, layer_marks, mask_line, note, problem_box, spinner, table, user_action
+from app.ui.state import (
+    SITES,
+    coordinate_from_click,
+    describe_intervention,
+    format_perplexity,
+    format_value,
+    intervention_for,
+    perplexity_change,
+    prompt_key,
+    stack_intervention,
+    token_label,
+    top_dims_per_token,
+)
+
+dash.register_page(__name__, path="/layer", name="Layer explorer", order=1, title="Outlier Lab · Layer explorer")
+
+SEED = "lx-seed"  # the coordinate a link asked for (/layer?layer=11&position=0&dim=507)
+MATRIX = "lx-matrix"  # the heatmap's data, to map a click back to a coordinate
+VIEWS = {"top": "largest dims", "block": "all dims, pooled"}
+RESIDUAL_SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "ln1", "ln2")  # dims of width d_model
+MODE_BUTTONS = {ids.LX_ZERO: "zero", ids.LX_MEAN: "mean", ids.LX_SCALE: "scale", ids.LX_SET: "set"}
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def layout(layer: str | None = None, position: str | None = None, dim: str | None = None, site: str | None = None, **_query) -> html.Div:
+    seed = {"layer": _int(layer), "position": _int(position), "dim": _int(dim), "site": site if site in SITES else "resid_post"}
+    return html.Div([
+        dcc.Store(id=SEED, data=seed),
+        dcc.Store(id=MATRIX),
+        html.Div([
+            labelled("Layer", dcc.Slider(id=ids.LX_LAYER, min=0, max=1, step=1, value=seed["layer"] or 0, marks=None, tooltip={"placement": "bottom"}), wide=True),
+            labelled("Site", dcc.Dropdown(id=ids.LX_SITE, options=[{"label": v, "value": k} for k, v in SITES.items()], value=seed["site"], clearable=False)),
+            labelled("Columns", dcc.RadioItems(id=ids.LX_VIEW, options=[{"label": v, "value": k} for k, v in VIEWS.items()], value="top")),
+        ], className="controls layer-controls"),
+        html.Div(id=ids.LX_MESSAGE),
+        spinner(dcc.Graph(id=ids.LX_HEATMAP, figure=figures.empty_figure("Loading the layer…"), config={"displaylogo": False})),
+        html.Div([
+            card("Selected coordinate", html.Div(id=ids.LX_SELECTED, className="selected-coordinate"),
+                 html.Div([
+                     html.Button("Zero", id=ids.LX_ZERO, className="button", n_clicks=0),
+                     html.Button("Mean-replace", id=ids.LX_MEAN, className="button", n_clicks=0),
+                     html.Button("Scale", id=ids.LX_SCALE, className="button", n_clicks=0),
+                     html.Button("Set", id=ids.LX_SET, className="button", n_clicks=0),
+                     dcc.Input(id=ids.LX_VALUE, type="number", value=0.5, debounce=True, className="value-input"),
+                     html.Button("Reset", id=ids.LX_RESET, className="button danger", n_clicks=0),
+                 ], className="buttons"),
+                 labelled("Perplexity on", dcc.RadioItems(id=ids.LX_EVAL, options=[{"label": "the prompt", "value": "prompt"}, {"label": "bundled prose", "value": "prose"}], value="prompt", inline=True)),
+                 html.Div(id=ids.LX_STACK),
+                 html.Div([html.Button("Add this dim's weights to the selection", id=ids.LX_ADD_MASK, className="button", n_clicks=0)], className="buttons"),
+                 spinner(html.Div(id=ids.LX_MASK_MESSAGE)),
+                 class_name="half"),
+            card("Top dims per token", html.Div(id=ids.LX_TOPDIMS, className="table-scroll"), class_name="half"),
+        ], className="row"),
+        spinner(
+            html.Div(id=ids.LX_INTERVENE_MESSAGE),
+            html.Div(id=ids.LX_PPL),
+            html.Div([
+                html.Div(dcc.Graph(id=ids.LX_EFFECT_CURVE, figure=figures.empty_figure("Intervene to compare layers before and after."), config={"displaylogo": False}), className="half"),
+                html.Div(dcc.Graph(id=ids.LX_EFFECT_SINK, figure=figures.empty_figure(""), config={"displaylogo": False}), className="half"),
+            ], className="row"),
+            html.Div(id=ids.LX_PREDICTIONS),
+        ),
+    ])
+
+
+@dash.callback(
+    Output(ids.LX_LAYER, "max"), Output(ids.LX_LAYER, "marks"), Output(ids.LX_LAYER, "value"),
+    Input(ids.MODEL, "data"), State(ids.LX_LAYER, "value"), State(SEED, "data"), State(ids.SELECTED, "data"),
+)
+def size_slider(model: dict | None, layer: int, seed: dict, selected: dict | None):
+    if not model:
+        return no_update, no_update, no_update
+    n = model["n_layers"]
+    wanted = seed["layer"] if seed["layer"] is not None else selected["layer"] if selected else layer
+    return n - 1, layer_marks(n), min(max(wanted or 0, 0), n - 1)
+
+
+@dash.callback(
+    Output(ids.LX_HEATMAP, "figure"), Output(MATRIX, "data"), Output(ids.LX_TOPDIMS, "children"), Output(ids.LX_MESSAGE, "children"),
+    Input(ids.PROMPT, "data"), Input(ids.MODEL, "data"), Input(ids.LX_LAYER, "value"), Input(ids.LX_SITE, "value"), Input(ids.LX_VIEW, "value"),
+    Input(ids.SELECTED, "data"),
+    State(MATRIX, "data"),
+)
+def show_layer(prompt: dict, model: dict | None, layer: int, site: str, view: str, selected: dict | None, cached: dict | None):
+    if not model:
+        return figures.empty_figure(WAITING), None, None, None
+    if layer is None or layer >= model["n_layers"]:
+        return no_update, no_update, no_update, no_update
+    key = [*prompt_key(prompt), model["name"], layer, site, view]
+    if cached and cached.get("key") == key:
+        matrix = cached["matrix"]  # only the selection moved: redraw the marker, skip the forward pass
+    else:
+        try:
+            matrix = api().activations(prompt["text"], prompt["prepend_bos"], layer, site=site, view=view)
+        except ApiProblem as problem:
+            return figures.empty_figure("No heatmap: see the message above."), None, None, problem_box(problem, f"read layer {layer}")
+    rows = [[token_label(r["position"], r["token"]), ", ".join(f"{t['dim']}: {format_value(t['value'])}" for t in r["top"])] for r in top_dims_per_token(matrix)]
+    fresh = no_update if cached and cached.get("key") == key else {"key": key, "matrix": matrix}
+    hint = note("Each column pools a block of dims: switch to “largest dims” to pick a coordinate by clicking.") if matrix["block_size"] > 1 else None
+    return figures.activation_heatmap(matrix, selected), fresh, table(["token", "largest dims shown (dim: x)"], rows), hint
+
+
+@dash.callback(
+    Output(ids.SELECTED, "data"),
+    Input(ids.LX_HEATMAP, "clickData"), Input(SEED, "data"),
+    State(MATRIX, "data"), State(ids.LX_LAYER, "value"), State(ids.LX_SITE, "value"),
+)
+def select_coordinate(click: dict | None, seed: dict, matrix: dict | None, layer: int, site: str):
+    if ctx.triggered_id == SEED:
+        if seed["layer"] is None or seed["position"] is None or seed["dim"] is None:
+            return no_update
+        return {"layer": seed["layer"], "site": seed["site"], "position": seed["position"], "dim": seed["dim"], "token": None, "value": None}
+    if not matrix:
+        return no_update
+    found = coordinate_from_click(click, matrix["matrix"], layer, site)
+    return found or no_update
+
+
+# SEED is an input below only because it is part of the page: when the page appears, Dash drops
+# the first call of a callback whose inputs are all outputs of callbacks that returned no_update.
+@dash.callback(Output(ids.LX_SELECTED, "children"), Input(ids.SELECTED, "data"), Input(SEED, "data"))
+def show_selected(selected: dict | None, _seed: dict):
+    if not selected:
+        return "Click a cell of the heatmap to pick a coordinate."
+    token = f" {selected['token']!r}" if selected.get("token") is not None else ""
+    value = f" = {format_value(selected['value'])}" if selected.get("value") is not None else ""
+    return f"layer {selected['layer']} · {selected['site']} · position {selected['position']}{token} · dim {selected['dim']}{value}"
+
+
+@dash.callback(
+    Output(ids.INTERVENTIONS, "data"), Output(ids.EFFECT, "data"), Output(ids.LX_INTERVENE_MESSAGE, "children"),
+    Input(ids.LX_ZERO, "n_clicks"), Input(ids.LX_MEAN, "n_clicks"), Input(ids.LX_SCALE, "n_clicks"), Input(ids.LX_SET, "n_clicks"), Input(ids.LX_RESET, "n_clicks"),
+    Input(ids.LX_EVAL, "value"),
+    State(ids.SELECTED, "data"), State(ids.LX_VALUE, "value"), State(ids.INTERVENTIONS, "data"), State(ids.PROMPT, "data"), State(ids.EFFECT, "data"),
+    prevent_initial_call=True,
+)
+def intervene(_z, _m, _s, _t, _r, eval_source: str, selected: dict | None, value: float | None, stack: list[dict] | None, prompt: dict, effect: dict | None):
+    trigger = user_action()
+    if trigger is None:
+        return no_update, no_update, no_update
+    if trigger == ids.LX_RESET:
+        return [], None, None
+    stack = list(stack or [])
+    if trigger in MODE_BUTTONS:
+        mode = MODE_BUTTONS[trigger]
+        if not selected:
+            return no_update, no_update, problem_box("Click a heatmap cell first.")
+        if mode in ("scale", "set") and value is None:
+            return no_update, no_update, problem_box(f"{mode.capitalize()} needs a number in the box beside the buttons.")
+        stack = stack_intervention(stack, intervention_for(selected, mode, value))
+    elif not stack:
+        return no_update, no_update, None  # a new evaluation source with nothing to evaluate
+    try:
+        result = api().intervene(prompt["text"], prompt["prepend_bos"], stack, eval_corpus=None if eval_source == "prompt" else eval_source)
+    except ApiProblem as problem:
+        return no_update, no_update, problem_box(problem, "run the intervention")
+    return stack, {"key": prompt_key(prompt), "result": result}, None
+
+
+def _number(label: str, loss: dict, sub: str, css: str = "") -> html.Div:
+    return html.Div([html.Div(label, className="label"), html.Div(format_perplexity(loss["perplexity"]), className="value"), html.Div(sub, className="sub")],
+                    className=f"number {css}".strip())
+
+
+def predictions_table(result: dict) -> html.Div:
+    before, after = result["top_k"]["before"], result["top_k"]["after"]
+    rows = [[repr(b["token"]), f"{b['prob']:.1%}", repr(a["token"]), f"{a['prob']:.1%}"] for b, a in zip(before, after)]
+    return card("Next token after the prompt", table(["before", "p", "after", "p"], rows))
+
+
+@dash.callback(
+    Output(ids.LX_PPL, "children"), Output(ids.LX_EFFECT_CURVE, "figure"), Output(ids.LX_EFFECT_SINK, "figure"), Output(ids.LX_PREDICTIONS, "children"), Output(ids.LX_STACK, "children"),
+    Input(ids.EFFECT, "data"), Input(ids.INTERVENTIONS, "data"), Input(SEED, "data"), State(ids.PROMPT, "data"),
+)
+def show_effect(effect: dict | None, stack: list[dict] | None, _seed: dict, prompt: dict):
+    stack_view = html.Ul([html.Li(describe_intervention(item)) for item in stack], className="stack") if stack else note("No interventions yet: pick a cell, then press a button.")
+    if not effect or not stack or effect["key"] != prompt_key(prompt):
+        blank = figures.empty_figure("Intervene to compare layers before and after.")
+        return None, blank, figures.empty_figure(""), None, stack_view
+    result = effect["result"]
+    controls = ", ".join(describe_intervention(c) for c in result["control_interventions"])
+    numbers = html.Div([
+        _number("baseline perplexity", result["baseline"], f"on {result['eval_source']}, {result['baseline']['n_tokens']} tokens"),
+        _number("intervened", result["intervened"], perplexity_change(result["baseline"]["perplexity"], result["intervened"]["perplexity"]), "intervened"),
+        _number("random control", result["control"], controls),
+    ], className="numbers", id="lx-numbers")
+    sinks = [e["sink_share_before"] for e in result["layers"]], [e["sink_share_after"] for e in result["layers"]]
+    return (
+        numbers, figures.effect_curve(result["layers"]), figures.sink_curve(sinks[0], sinks[1], "Sink share per layer, before and after"),
+        predictions_table(result), stack_view,
+    )
+
+
+@dash.callback(
+    Output(ids.MASK, "data", allow_duplicate=True), Output(ids.LX_MASK_MESSAGE, "children"),
+    Input(ids.LX_ADD_MASK, "n_clicks"), State(ids.SELECTED, "data"), State(ids.MASK, "data"),
+    prevent_initial_call=True,
+)
+def add_dim_to_mask(_n: int, selected: dict | None, mask: dict | None):
+    if user_action() is None:
+        return no_update, no_update
+    if not selected:
+        return no_update, problem_box("Click a heatmap cell first.")
+    if selected["site"] not in RESIDUAL_SITES:
+        return no_update, problem_box(f"{selected['site']} dims are not residual dims; pick a cell on a residual-width site such as resid_post.")
+    try:
+        mask = add_to_mask(mask, dims=[{"layer": selected["layer"], "dim": selected["dim"]}])
+    except ApiProblem as problem:
+        return no_update, problem_box(problem, "add to the selection")
+    done = f"Added the norm entry, the reading columns and the writing rows of dim {selected['dim']} in layer {selected['layer']}. Now {mask_line(mask)}."
+    return mask, note(done, "ok")
