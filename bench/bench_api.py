@@ -23,11 +23,11 @@ from typing import Callable
 import httpx
 import torch
 import uvicorn
+from timing import prompt_of, timed
 
 from app.api.main import create_app
 from app.api.settings import Settings
 from outlier_core.capture import scan, scan_encoded
-from outlier_core.corpus import bundled
 from outlier_core.evaluate import evaluate
 from outlier_core.interventions import Intervention
 from outlier_core.models import load_model
@@ -36,22 +36,6 @@ from outlier_core.tokens import encode
 log = logging.getLogger("bench")
 
 PROMPT_TOKENS = 128
-
-
-def timed(fn: Callable[[], object], device: str) -> float:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
-def prompt_of(model, n_tokens: int) -> str:
-    """The first `n_tokens` tokens of the bundled prose (BOS included), as text."""
-    ids = model.tokenizer(bundled().text, add_special_tokens=False).input_ids[: n_tokens - 1]
-    return model.tokenizer.decode(ids)
 
 
 def free_port() -> int:

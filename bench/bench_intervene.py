@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from typing import Callable
 
 import torch
+from timing import prompt_of, timed
 
 from outlier_core.capture import scan_encoded
-from outlier_core.corpus import bundled
 from outlier_core.evaluate import evaluate
 from outlier_core.interventions import Intervention
 from outlier_core.models import load_model
@@ -26,22 +25,6 @@ from outlier_core.tokens import encode
 from outlier_core.weight_edits import WeightEdit
 
 PROMPT_TOKENS = 128
-
-
-def timed(fn: Callable[[], object], device: str) -> float:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
-def prompt_of(model, n_tokens: int) -> str:
-    """The first `n_tokens` tokens of the bundled prose (BOS included), as text."""
-    ids = encode(model, bundled().text, prepend_bos=False, max_tokens=model.n_ctx).ids[0, : n_tokens - 1]
-    return model.tokenizer.decode(ids.tolist())
 
 
 def main() -> None:

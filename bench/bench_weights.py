@@ -11,20 +11,14 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-import time
 
 import numpy as np
+from timing import timed
 
 from outlier_core.models import load_model
 from outlier_core.weights import WeightRule, model_parameters, model_weight_stats
 
 log = logging.getLogger("bench_weights")
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main() -> None:
