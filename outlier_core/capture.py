@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from outlier_core.detect import PAPER_RULE, FeatureRule, MassiveRule, OutlierFeature, massive_mask, outlier_features
+from outlier_core.detect import INT8_RULE, PAPER_RULE, FeatureRule, MassiveRule, OutlierFeature, massive_mask, outlier_features
 from outlier_core.errors import InputError
 from outlier_core.models import LoadedModel
 from outlier_core.sites import canonical_site, hook_name, pattern_hook
@@ -237,7 +237,7 @@ def attention_patterns(
 
 
 def feature_outliers(
-    model: LoadedModel, text: str, site: str = "ln1", prepend_bos: bool = True, rule: FeatureRule = FeatureRule()
+    model: LoadedModel, text: str, site: str = "ln1", prepend_bos: bool = True, rule: FeatureRule = INT8_RULE
 ) -> list[OutlierFeature]:
     """LLM.int8 outlier features at the projections' inputs (`ln1`/`ln2` by default)."""
     site = canonical_site(site)

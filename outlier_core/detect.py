@@ -69,6 +69,9 @@ class FeatureRule:
     position_share: float = 0.06
 
 
+INT8_RULE = FeatureRule()
+
+
 @dataclass(frozen=True)
 class OutlierFeature:
     dim: int
@@ -77,7 +80,7 @@ class OutlierFeature:
     max_abs: float
 
 
-def outlier_features(x: torch.Tensor, rule: FeatureRule = FeatureRule()) -> list[OutlierFeature]:
+def outlier_features(x: torch.Tensor, rule: FeatureRule = INT8_RULE) -> list[OutlierFeature]:
     """Outlier feature dims across layers.
 
     x: (L, T, D), the inputs of the projections at every layer for one sequence.
