@@ -15,10 +15,10 @@ import torch
 from app.cli.main import main
 from outlier_core.errors import InputError
 from outlier_core.models import tiny_random_hf
+from outlier_core.owl import layer_outlier_ratios
 from outlier_core.weights import (
     PERCENTILES,
     WeightRule,
-    layer_outlier_ratios,
     model_weight_stats,
     norm_at_dims,
     tensor_stats,

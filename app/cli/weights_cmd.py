@@ -89,7 +89,8 @@ def massive_dims(model) -> list[int]:
 
 def run(args: argparse.Namespace) -> None:
     from app.cli.common import load_model_for
-    from outlier_core.weights import DEFAULT_K, WeightRule, layer_outlier_ratios, model_weight_stats, norm_at_dims
+    from outlier_core.owl import layer_outlier_ratios
+    from outlier_core.weights import DEFAULT_K, WeightRule, model_weight_stats, norm_at_dims
 
     rule = WeightRule(args.rule, DEFAULT_K[args.rule] if args.k is None else args.k)
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
