@@ -271,7 +271,8 @@ def _outside(values: np.ndarray, low: float, high: float) -> np.ndarray:
     A Python float compared with a float32 array is rounded to float32 first (NEP 50), which
     can move a bound across an entry; compare against the rounded bound and fix the side instead.
     """
-    low_cast, high_cast = np.array([low, high]).astype(values.dtype)
+    with np.errstate(over="ignore"):  # a bound past the dtype's range becomes ±inf: still exact
+        low_cast, high_cast = np.array([low, high]).astype(values.dtype)
     below = values <= low_cast if float(low_cast) < low else values < low_cast
     above = values >= high_cast if float(high_cast) > high else values > high_cast
     return below | above
