@@ -8,7 +8,7 @@ larger than a summary outlives the forward pass.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import torch
 
@@ -17,6 +17,10 @@ from outlier_core.errors import InputError
 from outlier_core.models import LoadedModel
 from outlier_core.sites import canonical_site, hook_name, pattern_hook
 from outlier_core.tokens import Encoded, encode
+
+if TYPE_CHECKING:
+    from outlier_core.interventions import Intervention
+    from outlier_core.reference_means import ReferenceMeans
 
 Hook = tuple[str, Callable]
 
@@ -223,8 +227,15 @@ class AttentionPatterns:
 
 
 def attention_patterns(
-    model: LoadedModel, text: str, layer: int, prepend_bos: bool = True, max_tokens: int | None = None
+    model: LoadedModel,
+    text: str,
+    layer: int,
+    prepend_bos: bool = True,
+    max_tokens: int | None = None,
+    interventions: Sequence[Intervention] = (),
+    means: Mapping[str, ReferenceMeans] | None = None,
 ) -> AttentionPatterns:
+    """One layer's patterns, with `interventions` applied on the way (`means` for mean mode)."""
     check_layer(model, layer)
     encoded = encode(model, text, prepend_bos, max_tokens)
     captured: dict[str, torch.Tensor] = {}
@@ -232,7 +243,12 @@ def attention_patterns(
     def hook(pattern: torch.Tensor, *, hook) -> None:  # (1, H, T, T)
         captured["p"] = pattern[0].float().cpu()
 
-    run_hooked(model, encoded.ids, [(pattern_hook(layer), hook)], stop_at_layer=layer + 1)
+    hooks: list[Hook] = [(pattern_hook(layer), hook)]
+    if interventions:
+        from outlier_core.interventions import hooks_for  # imported here: interventions imports this module
+
+        hooks = [*hooks_for(model, [interventions], encoded.ids.shape[1], means), *hooks]
+    run_hooked(model, encoded.ids, hooks, stop_at_layer=layer + 1)
     return AttentionPatterns(layer, encoded.tokens, captured["p"])
 
 

@@ -450,6 +450,42 @@ def test_attention_pattern_is_the_mean_over_heads(ui: dash.Dash, hf_tiny: torch.
     assert flat(fig.data[0].z) == pytest.approx(flat(attentions[3][0].mean(dim=0).tolist()), abs=2e-4)
 
 
+def test_attention_before_after_puts_both_patterns_on_one_colour_scale() -> None:
+    fig = figures.attention_before_after(["<s>", "a"], [[1.0, 0.0], [0.75, 0.25]], [[1.0, 0.0], [0.5, 0.5]], "Layer 1")
+    before, after = fig.data
+    assert [list(map(list, t.z)) for t in fig.data] == [[[1.0, 0.0], [0.75, 0.25]], [[1.0, 0.0], [0.5, 0.5]]]
+    assert [(t.zmin, t.zmax) for t in fig.data] == [(0, 1), (0, 1)]
+    assert (before.showscale, after.showscale) == (False, True)  # one colour bar serves both
+    assert [a.text for a in fig.layout.annotations] == ["before", "after the interventions"]
+    assert list(before.y) == ["0 '<s>'", "1 'a'"]
+
+
+def test_stacked_interventions_show_the_pattern_after_beside_the_pattern_before(ui: dash.Dash, hf_tiny: torch.nn.Module) -> None:
+    ids_ = byte_ids(hf_tiny, TEXT)
+    outputs, _, attentions = hf_forward(hf_tiny, ids_)
+    layer = 1
+    position, dim = divmod(int(outputs[layer].abs().argmax()), outputs[layer].shape[1])  # the layer's largest entry
+    stack = [state.intervention_for({"layer": layer, "site": "resid_post", "position": position, "dim": dim}, "zero", None)]
+    fig, caption = page("attention").show_pattern({"text": TEXT, "prepend_bos": True}, model_info(ui), 2, "mean", stack)
+    _, _, zeroed = hf_forward(hf_tiny, ids_, zero=(layer, position, dim))
+    before, after = attentions[2][0].mean(dim=0), zeroed[2][0].mean(dim=0)  # (T, T)
+    assert (before - after).abs().max() > 1e-3  # the zero visibly moves the pattern
+    assert flat(fig.data[0].z) == pytest.approx(flat(before.tolist()), abs=2e-4)
+    assert flat(fig.data[1].z) == pytest.approx(flat(after.tolist()), abs=2e-4)
+    assert f"{after[:, 0].mean().item():.0%} of attention on position 0" in fig.layout.title.text
+    assert state.describe_intervention(stack[0]) in str(caption)
+
+
+def test_a_stack_that_does_not_fit_the_prompt_leaves_the_pattern_before_and_says_why(ui: dash.Dash, hf_tiny: torch.nn.Module) -> None:
+    stack = [state.intervention_for({"layer": 1, "site": "resid_post", "position": 999, "dim": 0}, "zero", None)]
+    fig, message = page("attention").show_pattern({"text": TEXT, "prepend_bos": True}, model_info(ui), 2, "mean", stack)
+    _, _, attentions = hf_forward(hf_tiny, byte_ids(hf_tiny, TEXT))
+    assert len(fig.data) == 1
+    assert flat(fig.data[0].z) == pytest.approx(flat(attentions[2][0].mean(dim=0).tolist()), abs=2e-4)
+    assert "interventions[0].position" in str(message) and "past the end" in str(message)
+    assert page("attention").show_pattern({"text": TEXT, "prepend_bos": True}, model_info(ui), 2, "mean", [])[1] is None
+
+
 def test_pages_wait_for_the_model_instead_of_calling_the_api(ui: dash.Dash) -> None:
     prompt = {"text": TEXT, "prepend_bos": True}
     curve = page("overview").show_scan(prompt, None, "resid_post", "paper", None)[0]

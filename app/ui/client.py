@@ -110,8 +110,9 @@ class ApiClient:
         body = {"text": text, "prepend_bos": prepend_bos, "layer": layer, "site": site, "view": view, "max_dims": max_dims}
         return self._call("POST", "/api/activations", json=body)
 
-    def attention(self, text: str, prepend_bos: bool, layer: int, heads: list[int] | None = None, mean_heads: bool = False) -> dict:
-        body = {"text": text, "prepend_bos": prepend_bos, "layer": layer, "heads": heads, "mean_heads": mean_heads}
+    def attention(self, text: str, prepend_bos: bool, layer: int, heads: list[int] | None = None, mean_heads: bool = False, interventions: list[dict] | None = None) -> dict:
+        """With `interventions`, the answer also holds `patterns_after` and `sink_share_after`."""
+        body = {"text": text, "prepend_bos": prepend_bos, "layer": layer, "heads": heads, "mean_heads": mean_heads, "interventions": interventions or []}
         return self._call("POST", "/api/attention", json=body)
 
     def intervene(self, text: str, prepend_bos: bool, interventions: list[dict], eval_corpus: str | None = None) -> dict:

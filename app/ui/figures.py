@@ -170,6 +170,23 @@ def attention_heatmap(tokens: list[str], pattern: list[list[float]], title: str)
     return fig
 
 
+def attention_before_after(tokens: list[str], before: list[list[float]], after: list[list[float]], title: str) -> go.Figure:
+    """The same (query, key) pattern without and with the interventions, side by side on one colour scale."""
+    labels = [token_label(i, t) for i, t in enumerate(tokens)]
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04, subplot_titles=("before", "after the interventions"))
+    for col, (name, pattern) in enumerate((("before", before), ("after", after)), start=1):
+        fig.add_trace(go.Heatmap(
+            z=pattern, x=labels, y=labels, colorscale="Blues", zmin=0, zmax=1, name=name, showscale=col == 2, colorbar={"title": "attn"},
+            hovertemplate=f"{name}<br>query %{{y}}<br>key %{{x}}<br>%{{z:.3f}}<extra></extra>", xgap=1, ygap=1,
+        ), row=1, col=col)
+        fig.update_xaxes(type="category", title="key", tickangle=-60, tickfont={"family": "monospace", "size": 10}, row=1, col=col)
+    fig.update_yaxes(type="category", autorange="reversed", tickfont={"family": "monospace", "size": 10})
+    fig.update_yaxes(title="query", row=1, col=1)
+    fig = _layout(fig, title, max(360, HEATMAP_ROW_PX * len(tokens) + 190))
+    fig.update_layout(margin={"l": 150, "r": 20, "t": 72, "b": 140})
+    return fig
+
+
 def weight_histogram(stats: dict, marks: list[dict] | None = None) -> go.Figure:
     """A tensor's value histogram (log counts) with the rule's bounds and its outliers marked.
 

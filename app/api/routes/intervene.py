@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from fastapi import APIRouter
 
@@ -35,22 +37,28 @@ def _weight_edit(item: WeightIn) -> WeightEdit:
     return WeightEdit(item.param, tuple(item.index), item.mode, item.value)
 
 
-def _check_values(model: LoadedModel, body: IntervenIn) -> None:
+def _check_values(model: LoadedModel, prefix: str, items: Sequence[InterventionIn | WeightIn]) -> None:
     """A value the model's dtype cannot hold would fail inside the forward pass."""
     limit = torch.finfo(model.dtype).max
-    for prefix, items in (("interventions", body.interventions), ("weights", body.weights)):
-        for i, item in enumerate(items):
-            if item.value is not None and abs(item.value) > limit:
-                raise InputError(f"{prefix}[{i}].value", f"is beyond what {str(model.dtype).removeprefix('torch.')} holds (±{limit:.3g})")
+    for i, item in enumerate(items):
+        if item.value is not None and abs(item.value) > limit:
+            raise InputError(f"{prefix}[{i}].value", f"is beyond what {str(model.dtype).removeprefix('torch.')} holds (±{limit:.3g})")
+
+
+def checked_interventions(model: LoadedModel, items: Sequence[InterventionIn], seq_len: int) -> list[Intervention]:
+    """The request's interventions as core objects that fit this model and prompt; a refusal names `interventions[i].field`."""
+    _check_values(model, "interventions", items)
+    interventions = [_prefixed(f"interventions[{i}]", _intervention, item) for i, item in enumerate(items)]
+    for i, iv in enumerate(interventions):
+        _prefixed(f"interventions[{i}]", iv.check, model, seq_len)
+    return interventions
 
 
 def _intervene(model: LoadedModel, body: IntervenIn, max_tokens: int) -> dict:
     seq_len = encode(model, body.text, body.prepend_bos, max_tokens).ids.shape[1]
-    _check_values(model, body)
-    interventions = [_prefixed(f"interventions[{i}]", _intervention, item) for i, item in enumerate(body.interventions)]
+    interventions = checked_interventions(model, body.interventions, seq_len)
+    _check_values(model, "weights", body.weights)
     edits = [_prefixed(f"weights[{i}]", _weight_edit, item) for i, item in enumerate(body.weights)]
-    for i, iv in enumerate(interventions):
-        _prefixed(f"interventions[{i}]", iv.check, model, seq_len)
     for i, edit in enumerate(edits):
         _prefixed(f"weights[{i}]", resolve_parameter, model, edit)
     if body.eval_text is not None:

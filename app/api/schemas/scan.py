@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from app.api.schemas.common import FiniteFloat, Request, Site, Text
+from app.api.schemas.intervene import InterventionIn
 from outlier_core.detect import PAPER_RULE, MassiveRule
 
 
@@ -88,6 +89,7 @@ class AttentionIn(Request):
     prepend_bos: bool = True
     heads: list[int] | None = Field(default=None, max_length=1024, description="heads to return (default all)")
     mean_heads: bool = Field(default=False, description="return one pattern, the mean over the chosen heads")
+    interventions: list[InterventionIn] = Field(default=[], max_length=256, description="also return the patterns with these applied, as /api/intervene takes them")
 
 
 class AttentionOut(BaseModel):
@@ -96,3 +98,7 @@ class AttentionOut(BaseModel):
     heads: list[int] = Field(description="the head of each pattern; empty when mean_heads")
     patterns: list[list[list[float]]] = Field(description="(heads, query, key), rounded to 4 decimals")
     sink_share: list[float] = Field(description="per returned pattern, the mean attention on position 0")
+    patterns_after: list[list[list[float | None]]] | None = Field(
+        default=None, description="the same patterns with the interventions applied, rounded alike; null without interventions, null cells where they overflowed the model",
+    )
+    sink_share_after: list[float | None] | None = Field(default=None, description="per pattern after, the mean attention on position 0; null without interventions")

@@ -1,5 +1,6 @@
-"""Attention: one layer's pattern per head (or their mean), and the sink — how much every
-layer and head attends to the first token — before and after the active interventions."""
+"""Attention: one layer's pattern per head (or their mean), beside the same pattern under the
+interventions stacked in the layer explorer, and the sink — how much every layer and head
+attends to the first token — before and after those interventions."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from dash import Input, Output, State, dcc, html, no_update
 
 from app.ui import figures, ids
 from app.ui.client import ApiProblem
-from app.ui.components import WAITING, api, labelled, layer_marks, problem_box, spinner
-from app.ui.state import prompt_key
+from app.ui.components import WAITING, api, labelled, layer_marks, note, problem_box, spinner
+from app.ui.state import describe_intervention, prompt_key
 
 dash.register_page(__name__, path="/attention", name="Attention", order=2, title="Outlier Lab · Attention")
 
@@ -44,23 +45,55 @@ def size_pickers(model: dict | None, layer: int, selected: dict | None):
     return n - 1, layer_marks(n), min(wanted, n - 1), heads
 
 
+def _share(x: float | None) -> str:
+    return "—" if x is None else f"{x:.0%}"
+
+
+def interventions_caption(stack: list[dict]) -> html.Div:
+    """Which interventions the 'after' pattern runs with: the stack built in the layer explorer."""
+    count = f"{len(stack)} intervention{'s' * (len(stack) != 1)}"
+    return note([
+        html.Strong("After: "), f"the same pattern with the {count} stacked in the layer explorer applied (reset them there to hide this).",
+        html.Ul([html.Li(describe_intervention(item)) for item in stack], className="stack"),
+    ])
+
+
+def _patterns(prompt: dict, layer: int, heads: list[int] | None, mean: bool, stack: list[dict] | None) -> tuple[dict, html.Div | None]:
+    """The pattern with the stack applied too, or without it (and why) when the API refuses the stack here:
+    it may not fit this prompt (a position past its end), or doubling the pattern may exceed the payload."""
+    client, refused = api(), None
+    if stack:
+        try:
+            return client.attention(prompt["text"], prompt["prepend_bos"], layer, heads=heads, mean_heads=mean, interventions=stack), None
+        except ApiProblem as problem:
+            if problem.kind != "input":
+                raise
+            refused = problem_box(problem, "apply the stacked interventions to this pattern")
+    return client.attention(prompt["text"], prompt["prepend_bos"], layer, heads=heads, mean_heads=mean), refused
+
+
 @dash.callback(
     Output(ids.AT_PATTERN, "figure"), Output(ids.AT_MESSAGE, "children"),
-    Input(ids.PROMPT, "data"), Input(ids.MODEL, "data"), Input(ids.AT_LAYER, "value"), Input(ids.AT_HEAD, "value"),
+    Input(ids.PROMPT, "data"), Input(ids.MODEL, "data"), Input(ids.AT_LAYER, "value"), Input(ids.AT_HEAD, "value"), Input(ids.INTERVENTIONS, "data"),
 )
-def show_pattern(prompt: dict, model: dict | None, layer: int, head):
+def show_pattern(prompt: dict, model: dict | None, layer: int, head, stack: list[dict] | None = None):
     if not model:
         return figures.empty_figure(WAITING), None
     if layer is None or layer >= model["n_layers"]:
         return no_update, no_update
     heads, mean = (None, True) if head == MEAN else ([int(head)], False)
     try:
-        found = api().attention(prompt["text"], prompt["prepend_bos"], layer, heads=heads, mean_heads=mean)
+        found, refused = _patterns(prompt, layer, heads, mean, stack)
     except ApiProblem as problem:
         return figures.empty_figure("No pattern: see the message above."), problem_box(problem, f"read the attention of layer {layer}")
     which = "mean of all heads" if mean else f"head {head}"
-    title = f"Layer {layer}, {which}: {found['sink_share'][0]:.0%} of attention on position 0"
-    return figures.attention_heatmap(found["tokens"], found["patterns"][0], title), None
+    before = _share(found["sink_share"][0])
+    if found.get("patterns_after") is None:
+        title = f"Layer {layer}, {which}: {before} of attention on position 0"
+        return figures.attention_heatmap(found["tokens"], found["patterns"][0], title), refused
+    title = f"Layer {layer}, {which}: {before} → {_share(found['sink_share_after'][0])} of attention on position 0"
+    figure = figures.attention_before_after(found["tokens"], found["patterns"][0], found["patterns_after"][0], title)
+    return figure, interventions_caption(stack)
 
 
 @dash.callback(
