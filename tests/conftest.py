@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 
-from outlier_core.models import LoadedModel, load_model
+from outlier_core.models import LoadedModel, load_model, tiny_random_hf
 
 # A plain English prompt written for these tests; any ordinary prose shows the same outliers.
 PROSE = (
@@ -31,3 +31,15 @@ def tiny() -> LoadedModel:
 @pytest.fixture(scope="session")
 def smol() -> LoadedModel:
     return load_model("smollm2-135m", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def hf_tiny() -> torch.nn.Module:
+    """An independently built copy of the tiny model (same seed), eager attention for patterns.
+
+    It never passes through TransformerLens: the reference the bridge's numbers are checked against.
+    """
+    hf, tokenizer = tiny_random_hf()
+    hf.set_attn_implementation("eager")
+    hf.byte_tokenizer = tokenizer
+    return hf.eval()

@@ -22,19 +22,10 @@ from app.api.main import create_app
 from app.api.routes.activations import MAX_CELLS
 from app.api.settings import Settings
 from outlier_core.heatmap import columns_for, dim_view
-from outlier_core.models import LoadedModel, tiny_random_hf
+from outlier_core.models import LoadedModel
 
 TEXT = "Tiny models still have residual streams."
 MAX_TOKENS = 128
-
-
-@pytest.fixture(scope="module")
-def hf_tiny() -> torch.nn.Module:
-    """An independently built copy of the tiny model (same seed), eager attention for patterns."""
-    hf, tokenizer = tiny_random_hf()
-    hf.set_attn_implementation("eager")
-    hf.byte_tokenizer = tokenizer
-    return hf.eval()
 
 
 @pytest.fixture(autouse=True)

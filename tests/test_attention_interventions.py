@@ -18,19 +18,11 @@ from app.api.settings import Settings
 from outlier_core.capture import attention_patterns
 from outlier_core.errors import InputError
 from outlier_core.interventions import Intervention
-from outlier_core.models import LoadedModel, tiny_random_hf
+from outlier_core.models import LoadedModel
 
 TEXT = "Tiny models still have residual streams."
 LAYER = 1  # the zeroed decoder layer's output (resid_post)
 POSITION, DIM = 5, 17  # an ordinary coordinate, away from the first token
-
-
-@pytest.fixture(scope="module")
-def hf_tiny() -> torch.nn.Module:
-    hf, tokenizer = tiny_random_hf()
-    hf.set_attn_implementation("eager")
-    hf.byte_tokenizer = tokenizer
-    return hf.eval()
 
 
 @pytest.fixture(scope="module")

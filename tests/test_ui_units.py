@@ -31,7 +31,7 @@ from app.ui import figures, ids, state
 from app.ui.app import create_app, health_state, status_view
 from app.ui.client import ApiClient, ApiProblem
 from outlier_core.masks import from_json, from_safetensors_bytes
-from outlier_core.models import LoadedModel, tiny_random_hf
+from outlier_core.models import LoadedModel
 
 TEXT = "Tiny models still have residual streams."
 # The client sets a timeout per request; Starlette's TestClient, standing in for the network, ignores it.
@@ -39,15 +39,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:You should not use the 'timeout'
 
 
 # --- fixtures ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def hf_tiny() -> torch.nn.Module:
-    """An independently built copy of the tiny model (same seed), eager attention for patterns."""
-    hf, tokenizer = tiny_random_hf()
-    hf.set_attn_implementation("eager")
-    hf.byte_tokenizer = tokenizer
-    return hf.eval()
 
 
 @pytest.fixture(scope="module")
