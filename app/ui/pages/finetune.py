@@ -105,7 +105,7 @@ def start_or_cancel(_s, _c, mask: dict | None, baselines: list[str], steps: int 
         status = client.start_finetune(mask["id"], baselines or [], int(steps), float(lr), data="prose" if data == "upload" else data, data_text=text)
     except ApiProblem as problem:
         return no_update, problem_box(problem, "start the fine-tune")
-    return {"id": status["id"]}, note(f"Job {status['id']} queued.", "ok")
+    return {"id": status["id"]}, note(f"Started job {status['id']}; its progress follows below.", "ok")
 
 
 def progress_view(status: dict) -> list:
