@@ -287,7 +287,7 @@ def test_finetune_runs_to_done_and_a_long_one_cancels(tiny_stack, page: Page) ->
     expect(page.locator("#ft-mask")).to_contain_text("outlier rules")
     page.locator("#ft-steps").fill("4")
     page.get_by_role("button", name="Start fine-tune", exact=True).click()
-    expect(page.locator("#ft-message")).to_contain_text("queued")
+    expect(page.locator("#ft-message")).to_contain_text("Started job")
     expect(page.locator("#ft-state[data-state=done]")).to_be_visible()
     results = page.locator(".results-table tbody tr")
     expect(results).to_have_count(2)  # the mask, and the random baseline of the same size

@@ -554,7 +554,7 @@ def test_a_fine_tune_job_is_followed_to_its_results(ui: dash.Dash) -> None:
         mask, _ = page("selection").change_mask(1, 0, None, 0, None, "ft", 32, 0, "prompt", ["norm_outliers"], None, {"text": TEXT, "prepend_bos": True})
     with fired_by(f"{ids.FT_START}.n_clicks", 1):
         job, message = finetune.start_or_cancel(1, 0, mask, ["random"], 3, 1e-3, "prose", None, None)
-    assert "queued" in str(message.children)
+    assert f"Started job {job['id']}" in str(message.children)
     deadline, live = time.monotonic() + 120, None
     while True:
         progress, status, poll_disabled, live, results, loss, outliers = finetune.follow_job(1, job, {"name": "tiny-random"}, live)
