@@ -8,6 +8,9 @@ copies of every weight compared bit for bit.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import pytest
 import torch
 
@@ -57,6 +60,20 @@ def assert_restored(model, saved: dict[str, torch.Tensor]) -> None:
     current = base_parameters(model)
     assert current.keys() == saved.keys()
     assert all(torch.equal(current[n], saved[n]) for n in saved)
+
+
+@contextmanager
+def frozen_base(model) -> Iterator[None]:
+    """Base weights take no gradient inside the block; their flags are put back after it."""
+    params = list(model.hf_model.parameters())
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
 
 
 def set_values(tuner: SparseTuner, seed: int = 1) -> None:
@@ -127,9 +144,7 @@ def test_gradient_equals_the_masked_dense_gradient(tiny):
     mask = make_mask(tiny)
     with SparseTuner(tiny, mask) as tuner:
         set_values(tuner)
-        for p in tiny.hf_model.parameters():
-            p.requires_grad_(False)
-        try:
+        with frozen_base(tiny):
             for values in tuner.parameters():
                 values.requires_grad_(True)
             finetune.lm_loss(tiny, IDS).backward()
@@ -141,9 +156,6 @@ def test_gradient_equals_the_masked_dense_gradient(tiny):
                 expected = dense[name].grad[selected_dense(mask, name)]  # row-major, as the flat indices
                 assert d.flat_index.numel() == expected.numel()
                 assert torch.allclose(d.values.grad, expected, rtol=1e-4, atol=1e-7)
-        finally:
-            for p in tiny.hf_model.parameters():
-                p.requires_grad_(True)
 
 
 @pytest.fixture(scope="module")
@@ -185,15 +197,9 @@ def test_training_moves_exactly_the_selected_coordinates(tiny):
     saved = snapshot(tiny)
     config = train_data.TrainConfig(steps=4, batch_size=2, seq_len=16, lr=1e-2, weight_decay=0.5)
     data = train_data.make_data(tiny, train_data.load_corpus("code"), config)
-    flags = [p.requires_grad for p in tiny.hf_model.parameters()]
     with SparseTuner(tiny, mask) as tuner:
-        for p in tiny.hf_model.parameters():
-            p.requires_grad_(False)
-        try:
+        with frozen_base(tiny):
             losses, state_bytes, _, _ = finetune.train(tiny, tuner, train_data.batches(data, config), config, config.lr, lambda *a: None, lambda: False)
-        finally:
-            for p, flag in zip(tiny.hf_model.parameters(), flags):
-                p.requires_grad_(flag)
         assert len(losses) == 4
         # optimizer state: exp_avg and exp_avg_sq (float32) per value, and one step counter per tensor
         assert state_bytes == sum(8 * d.values.numel() + 4 for d in tuner.deltas.values())
@@ -273,9 +279,7 @@ def test_lean_backward_gives_the_same_gradients_and_holds_no_copy(tiny, monkeypa
 
     with SparseTuner(tiny, mask) as tuner:
         set_values(tuner)
-        for p in tiny.hf_model.parameters():
-            p.requires_grad_(False)
-        try:
+        with frozen_base(tiny):
             for values in tuner.parameters():
                 values.requires_grad_(True)
             with real_hooks(keep, lambda t: t):
@@ -287,9 +291,6 @@ def test_lean_backward_gives_the_same_gradients_and_holds_no_copy(tiny, monkeypa
             monkeypatch.setattr(torch.autograd.graph, "saved_tensors_hooks", CountingHooks)
             with tuner.lean_backward():
                 finetune.lm_loss(tiny, IDS).backward()
-        finally:
-            for p in tiny.hf_model.parameters():
-                p.requires_grad_(True)
         assert all(torch.equal(a, v.grad) for a, v in zip(plain, tuner.parameters()))
         assert plain_bytes - saved_bytes() == 4 * (64 * 64 + 64 * 128)  # the q_proj and down_proj copies
         assert all(d.made is None for d in tuner.deltas.values())
