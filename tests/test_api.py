@@ -23,6 +23,7 @@ from app.api.routes.activations import MAX_CELLS
 from app.api.settings import Settings
 from outlier_core.heatmap import columns_for, dim_view
 from outlier_core.models import LoadedModel
+from tests.hf_reference import byte_ids, hf_forward
 
 TEXT = "Tiny models still have residual streams."
 MAX_TOKENS = 128
@@ -38,25 +39,6 @@ def _runs_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
 def client(tiny: LoadedModel) -> Iterator[TestClient]:
     with TestClient(create_app(Settings(max_tokens=MAX_TOKENS), model=tiny)) as test_client:
         yield test_client
-
-
-def hf_reference(hf: torch.nn.Module, ids: list[int]) -> tuple[list[torch.Tensor], tuple[torch.Tensor, ...]]:
-    """Decoder-layer outputs L × (T, D) and attention patterns L × (1, H, T, T)."""
-    outputs: list[torch.Tensor] = []
-    handles = [layer.register_forward_hook(lambda m, i, o: outputs.append((o[0] if isinstance(o, tuple) else o)[0])) for layer in hf.model.layers]
-    try:
-        with torch.no_grad():
-            result = hf(torch.tensor([ids]), output_attentions=True)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return outputs, result.attentions
-
-
-def byte_ids(hf: torch.nn.Module, text: str, bos: bool = True) -> list[int]:
-    """Ids from the reference copy's own tokenizer, BOS added by hand."""
-    tokenizer = hf.byte_tokenizer
-    return ([tokenizer.bos_token_id] if bos else []) + tokenizer(text, add_special_tokens=False).input_ids
 
 
 def count_hooks(model: LoadedModel) -> int:
@@ -205,7 +187,7 @@ def test_health_and_model_info_never_wait_behind_a_forward_pass(tiny: LoadedMode
 
 def test_scan_matches_the_plain_hf_model(client: TestClient, hf_tiny: torch.nn.Module) -> None:
     body = client.post("/api/scan", json={"text": TEXT, "top_k": 4, "abs_threshold": 0.0, "median_ratio": 4.0}).json()
-    outputs, attentions = hf_reference(hf_tiny, byte_ids(hf_tiny, TEXT))
+    outputs, _, attentions = hf_forward(hf_tiny, byte_ids(hf_tiny, TEXT))
     assert body["tokens"] == ["<bos>", *TEXT]
     assert [layer["layer"] for layer in body["layers"]] == list(range(len(outputs)))
     expected_massive = []
@@ -232,14 +214,14 @@ def test_scan_uses_the_paper_rule_by_default(client: TestClient) -> None:
 
 def test_scan_without_bos_starts_at_the_first_character(client: TestClient, hf_tiny: torch.nn.Module) -> None:
     body = client.post("/api/scan", json={"text": TEXT, "prepend_bos": False, "top_k": 1}).json()
-    outputs, _ = hf_reference(hf_tiny, byte_ids(hf_tiny, TEXT, bos=False))
+    outputs, _, _ = hf_forward(hf_tiny, byte_ids(hf_tiny, TEXT, bos=False))
     assert body["tokens"] == list(TEXT)
     assert [layer["max_abs"] for layer in body["layers"]] == pytest.approx([float(h.abs().max()) for h in outputs], rel=1e-4)
 
 
 def test_activations_top_view_matches_hf(client: TestClient, hf_tiny: torch.nn.Module) -> None:
     body = client.post("/api/activations", json={"text": TEXT, "layer": 2, "max_dims": 10}).json()
-    h = hf_reference(hf_tiny, byte_ids(hf_tiny, TEXT))[0][2]  # (T, D)
+    h = hf_forward(hf_tiny, byte_ids(hf_tiny, TEXT))[0][2]  # (T, D)
     peak = h.abs().amax(dim=0)
     expected_dims = sorted(peak.topk(10).indices.tolist())
     assert body["dims"] == expected_dims and body["view"] == "top" and body["d_model"] == h.shape[1]
@@ -251,7 +233,7 @@ def test_activations_top_view_matches_hf(client: TestClient, hf_tiny: torch.nn.M
 
 def test_activations_block_view_keeps_the_signed_extreme_of_each_block(client: TestClient, hf_tiny: torch.nn.Module) -> None:
     body = client.post("/api/activations", json={"text": TEXT, "layer": 1, "view": "block", "max_dims": 5}).json()
-    h = hf_reference(hf_tiny, byte_ids(hf_tiny, TEXT))[0][1]  # (T, 64)
+    h = hf_forward(hf_tiny, byte_ids(hf_tiny, TEXT))[0][1]  # (T, 64)
     size = 13  # ceil(64 / 5)
     assert body["block_size"] == size and body["dims"] == [0, 13, 26, 39, 52]
     for position, row in enumerate(body["values"]):
@@ -262,7 +244,7 @@ def test_activations_block_view_keeps_the_signed_extreme_of_each_block(client: T
 
 def test_activations_range_view_zooms_without_pooling(client: TestClient, hf_tiny: torch.nn.Module) -> None:
     body = client.post("/api/activations", json={"text": TEXT, "layer": 0, "site": "hook_resid_post", "view": "range", "dim_start": 10, "dim_stop": 20}).json()
-    h = hf_reference(hf_tiny, byte_ids(hf_tiny, TEXT))[0][0]
+    h = hf_forward(hf_tiny, byte_ids(hf_tiny, TEXT))[0][0]
     assert body["dims"] == list(range(10, 20)) and body["site"] == "resid_post"
     assert torch.tensor(body["values"]) == pytest.approx(h[:, 10:20], rel=1e-3, abs=1e-9)
 
@@ -279,7 +261,7 @@ def test_a_heatmap_payload_stays_under_one_megabyte_at_any_size() -> None:
 
 def test_attention_matches_hf(client: TestClient, hf_tiny: torch.nn.Module) -> None:
     body = client.post("/api/attention", json={"text": TEXT, "layer": 3}).json()
-    pattern = hf_reference(hf_tiny, byte_ids(hf_tiny, TEXT))[1][3][0]  # (H, T, T)
+    pattern = hf_forward(hf_tiny, byte_ids(hf_tiny, TEXT))[2][3][0]  # (H, T, T)
     assert body["heads"] == list(range(pattern.shape[0]))
     assert torch.tensor(body["patterns"]) == pytest.approx(pattern, abs=6e-5)
     assert body["sink_share"] == pytest.approx(pattern[:, :, 0].mean(dim=-1).tolist(), abs=1e-5)

@@ -8,25 +8,13 @@ import torch
 from outlier_core.capture import attention_patterns, layer_matrix, scan
 from outlier_core.detect import MassiveRule
 from outlier_core.errors import InputError
-from outlier_core.models import LoadedModel, load_model, tiny_random_hf
+from outlier_core.models import LoadedModel, load_model
 from outlier_core.recurrence import recurring_outliers
 from outlier_core.sites import SITES
 from outlier_core.tokens import encode
+from tests.hf_reference import byte_ids, hf_forward
 
 TEXT = "Tiny models still have residual streams."
-
-
-def hf_layer_outputs(ids: torch.Tensor) -> list[torch.Tensor]:
-    """Decoder-layer outputs of an independently built copy of the tiny model: L × (T, D)."""
-    hf, _ = tiny_random_hf()
-    hf.eval()
-    outputs: list[torch.Tensor] = []
-    handles = [layer.register_forward_hook(lambda m, i, o: outputs.append((o[0] if isinstance(o, tuple) else o)[0])) for layer in hf.model.layers]
-    with torch.no_grad():
-        hf(ids)
-    for handle in handles:
-        handle.remove()
-    return outputs
 
 
 def test_bos_is_prepended_only_when_asked(tiny: LoadedModel) -> None:
@@ -38,9 +26,9 @@ def test_bos_is_prepended_only_when_asked(tiny: LoadedModel) -> None:
     assert "".join(without.tokens) == TEXT
 
 
-def test_scan_top_entries_match_the_plain_hf_model(tiny: LoadedModel) -> None:
+def test_scan_top_entries_match_the_plain_hf_model(tiny: LoadedModel, hf_tiny) -> None:
     result = scan(tiny, TEXT, top_k=5)
-    reference = hf_layer_outputs(encode(tiny, TEXT).ids)
+    reference = hf_forward(hf_tiny, byte_ids(hf_tiny, TEXT))[0]  # L × (T, D)
     assert len(result.layers) == tiny.n_layers == len(reference)
     for summary, h in zip(result.layers, reference):
         values, index = h.abs().flatten().topk(5)

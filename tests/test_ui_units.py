@@ -32,6 +32,7 @@ from app.ui.app import create_app, health_state, status_view
 from app.ui.client import ApiClient, ApiProblem
 from outlier_core.masks import from_json, from_safetensors_bytes
 from outlier_core.models import LoadedModel
+from tests.hf_reference import byte_ids, hf_forward
 
 TEXT = "Tiny models still have residual streams."
 # The client sets a timeout per request; Starlette's TestClient, standing in for the network, ignores it.
@@ -61,38 +62,6 @@ def fired_by(prop_id: str, value) -> Iterator[None]:
         yield
     finally:
         context_value.reset(token)
-
-
-def byte_ids(hf: torch.nn.Module, text: str) -> list[int]:
-    tokenizer = hf.byte_tokenizer
-    return [tokenizer.bos_token_id] + tokenizer(text, add_special_tokens=False).input_ids
-
-
-def hf_forward(hf: torch.nn.Module, ids: list[int], zero: tuple[int, int, int] | None = None) -> tuple[list[torch.Tensor], torch.Tensor, tuple]:
-    """Decoder-layer outputs L × (T, D), logits (T, V) and attentions; optionally zeroing
-    one (layer, position, dim) of the residual stream on the way."""
-    outputs: list[torch.Tensor] = []
-
-    def keep(layer: int):
-        def hook(module, inputs, output):
-            hidden = output[0] if isinstance(output, tuple) else output
-            if zero is not None and zero[0] == layer:
-                hidden = hidden.clone()
-                hidden[0, zero[1], zero[2]] = 0.0
-                output = (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-            outputs.append(hidden[0])
-            return output
-
-        return hook
-
-    handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(hf.model.layers)]
-    try:
-        with torch.no_grad():
-            result = hf(torch.tensor([ids]), output_attentions=True)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return outputs, result.logits[0], result.attentions
 
 
 def flat(rows) -> list[float]:
