@@ -64,11 +64,13 @@ def top_contributions(mlp_post: torch.Tensor, w_down_row: torch.Tensor, top_k: i
     )
 
 
-def down_proj_name(model: LoadedModel, layer: int) -> str:
+def down_proj(model: LoadedModel, layer: int) -> tuple[str, torch.Tensor]:
+    """The HF name and weight (d_model, d_mlp) of a layer's MLP down-projection."""
     name = f"model.layers.{layer}.mlp.down_proj.weight"
-    if name not in model.hf_parameters():
+    weight = model.hf_parameters().get(name)
+    if weight is None:
         raise InputError("model", f"no {name}: origin tracing supports Llama/Gemma-style MLPs")
-    return name
+    return name, weight
 
 
 def trace_origin(
@@ -80,7 +82,7 @@ def trace_origin(
     encoded = encode(model, text, prepend_bos)
     if not 0 <= position < len(encoded.tokens):
         raise InputError("position", f"{position} is past the sequence ({len(encoded.tokens)} tokens)")
-    down_name = down_proj_name(model, layer)
+    down_name, w_down = down_proj(model, layer)
     captured: dict[str, torch.Tensor] = {}
 
     def keep(site: str):
@@ -91,7 +93,7 @@ def trace_origin(
 
     sites = ("resid_pre", "attn_out", "mlp_out", "resid_post", "mlp_post")
     run_hooked(model, encoded.ids, [(hook_name(s, layer), keep(s)) for s in sites], stop_at_layer=layer + 1)
-    w_down_row = model.hf_parameters()[down_name][dim].detach().float()  # (d_mlp,)
+    w_down_row = w_down[dim].detach().float()  # (d_mlp,)
     return Origin(
         layer=layer,
         position=position,
