@@ -18,10 +18,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from outlier_core.errors import InputError
 from outlier_core.masks import SelectionMask, model_shapes, plain_name
 from outlier_core.models import LoadedModel
 
 ADAPTER = "default"
+FULL_FORMAT = "outlier-lab-full/1"
 DEFAULT_LORA_TARGETS = ("self_attn.q_proj", "self_attn.v_proj")  # peft's own default for Llama
 
 
@@ -140,7 +142,8 @@ class FullTuning:
     def __init__(self, model: LoadedModel):
         self.model = model
         self.params = _unique_parameters(model)
-        self._saved = {name: p.detach().to("cpu", copy=True) for name, p in self.params.items()}
+        self._saved = _cpu_copy(self.params)
+        self._tuned: dict[str, torch.Tensor] | None = None  # held on the CPU while switched off
 
     def parameters(self) -> list[nn.Parameter]:
         return list(self.params.values())
@@ -150,22 +153,69 @@ class FullTuning:
         return sum(p.numel() for p in self.params.values())
 
     def set_enabled(self, enabled: bool) -> None:
-        if not enabled:
-            raise NotImplementedError("full fine-tuning has no separate deltas to switch off")
+        """Off: the base values are put in place and the tuned ones kept on the CPU; on: back."""
+        if enabled == (self._tuned is None):
+            return
+        if enabled:
+            self._copy_in(self._tuned)
+            self._tuned = None
+        else:
+            self._tuned = _cpu_copy(self.params)
+            self._copy_in(self._saved)
 
     def changed(self) -> int:
         with torch.no_grad():
-            return sum(int((p.detach().cpu() != self._saved[n]).sum()) for n, p in self.params.items())
+            return sum(int((self._tuned_value(n) != self._saved[n]).sum()) for n in self.params)
 
-    def save(self, path: str | Path) -> None:
-        """Not written: a full fine-tune's deltas are as large as the model."""
-        return None
+    def save(self, path: str | Path) -> Path:
+        """The tuned weights themselves, as large as the model: a stored difference would not
+        give the tuned values back bit for bit when added to the base."""
+        from safetensors.torch import save_file
+
+        save_file({n: self._tuned_value(n).contiguous() for n in self.params}, str(path), metadata={"format": FULL_FORMAT})
+        return Path(path)
+
+    def load_values(self, path: str | Path) -> None:
+        """Put the tuned weights of a file written by `save` (same model) in place."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            if (f.metadata() or {}).get("format") != FULL_FORMAT:
+                raise InputError("deltas", f"{Path(path).name} holds no full fine-tune weights")
+            names = set(f.keys())
+            if names != set(self.params):
+                raise InputError("deltas", f"{Path(path).name} does not hold this model's weights (names differ)")
+            tensors = {name: f.get_tensor(name) for name in names}
+        for name, p in self.params.items():
+            if tensors[name].shape != p.shape:
+                raise InputError("deltas", f"{name} has shape {list(tensors[name].shape)} in the file, {list(p.shape)} in the model")
+        self._tuned = None
+        self._copy_in(tensors)
+
+    def merge(self) -> None:
+        """Keep the tuned weights for good (switched on first) and forget the base copy."""
+        self.set_enabled(True)
+        self._saved = {}
 
     def close(self) -> None:
+        self._tuned = None
+        if self._saved:
+            self._copy_in(self._saved)
+        for p in self.params.values():
+            p.grad = None
+
+    def _tuned_value(self, name: str) -> torch.Tensor:
+        """The tuned value of one weight, on the CPU (no copy where it already lives there)."""
+        return self._tuned[name] if self._tuned is not None else self.params[name].detach().cpu()
+
+    def _copy_in(self, values: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
             for name, p in self.params.items():
-                p.copy_(self._saved[name].to(p.device))
-                p.grad = None
+                p.copy_(values[name].to(p.device))
+
+
+def _cpu_copy(params: dict[str, nn.Parameter]) -> dict[str, torch.Tensor]:
+    return {name: p.detach().to("cpu", copy=True) for name, p in params.items()}
 
 
 def _unique_parameters(model: LoadedModel) -> dict[str, nn.Parameter]:

@@ -9,7 +9,8 @@ it was. Everything lands under the comparison's folder:
     FOLDER/comparison.json                 config, data, base evaluation and scan, every run
     FOLDER/<method>/run.json               one run: curve, evaluation, memory, speed, scan after
     FOLDER/<method>/mask.json|.safetensors the coordinates it trained (sparse methods)
-    FOLDER/<method>/deltas.safetensors     its trained state (sparse: index + values; LoRA: A, B)
+    FOLDER/<method>/deltas.safetensors     its trained state (sparse: index + values; LoRA: A, B;
+                                           full: the tuned weights, as large as the model)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import math
 import os
 import resource
 import time
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
@@ -28,6 +29,7 @@ from typing import Callable, Iterator, Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from outlier_core import mask_rules
 from outlier_core.baselines import FullTuning, LoraTuning, lora_plan, lora_targets
@@ -44,6 +46,7 @@ from outlier_core.weights import WeightRule, weight_outlier_mask
 log = logging.getLogger(__name__)
 
 METHODS = ("mask", "random", "ln", "lora", "full")
+COORDINATE_METHODS = ("mask", "random", "ln")  # train selected coordinates through a SparseTuner
 LISTED_OUTLIERS = 32  # massive entries and norm outliers listed per scan
 
 
@@ -166,6 +169,57 @@ def _rss_bytes(key: str) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+# ---- activation checkpointing ----
+
+
+def checkpoints_blocks(model: LoadedModel, method: str, config: TrainConfig) -> bool:
+    """Whether `method`'s run recomputes block activations in its backward pass.
+
+    "auto" turns it on for the coordinate tunings: their trainable state is a few thousand
+    values, so activations are nearly all of their training memory, and a mask holding a
+    layer-0 coordinate (super weights and early norm outliers live there) makes the
+    backward pass keep every block's activations. LoRA and full fine-tuning run as peft and
+    Hugging Face run them by default; "on" checkpoints every method, for an equal footing.
+    """
+    wanted = config.checkpoint == "on" or (config.checkpoint == "auto" and method in COORDINATE_METHODS)
+    if wanted and not _checkpointable_blocks(model):
+        if config.checkpoint == "on":
+            raise InputError("checkpoint", f"{model.name} has no blocks that support activation checkpointing; use off")
+        log.info("%s has no checkpointable blocks; %s keeps its activations", model.name, method)
+        return False
+    return wanted
+
+
+def _checkpointable_blocks(model: LoadedModel) -> list[nn.Module]:
+    if not getattr(model.hf_model, "supports_gradient_checkpointing", False):
+        return []
+    return [m for m in model.hf_model.modules() if isinstance(m, GradientCheckpointingLayer)]
+
+
+@contextmanager
+def block_checkpointing(model: LoadedModel, on: bool) -> Iterator[None]:
+    """Inside: each decoder block keeps only its inputs for the backward pass and recomputes
+    the rest there (torch's non-reentrant checkpoint, through Hugging Face's switch).
+
+    Blocks checkpoint only in training mode, so their own `training` flag is set, not their
+    children's: dropout and everything else stays as it was. Gradients are unchanged.
+    """
+    if not on:
+        yield
+        return
+    blocks = _checkpointable_blocks(model)
+    flags = [b.training for b in blocks]
+    model.hf_model.activation_checkpointing_enable()
+    for block in blocks:
+        block.training = True
+    try:
+        yield
+    finally:
+        model.hf_model.activation_checkpointing_disable()
+        for block, flag in zip(blocks, flags):
+            block.training = flag
+
+
 # ---- one method ----
 
 
@@ -232,6 +286,7 @@ class RunResult:
     seconds: float  # training wall time (evaluation and scans excluded)
     deltas: str | None  # file name inside the run folder, None when not written
     outliers_after: dict
+    checkpointing: bool  # block activations recomputed in the backward pass
     details: dict = field(default_factory=dict)  # method specifics: LoRA rank and targets, mask count
 
     def to_json(self) -> dict:
@@ -250,6 +305,7 @@ class RunResult:
             "seconds": self.seconds,
             "deltas": self.deltas,
             "outliers_after": self.outliers_after,
+            "checkpointing": self.checkpointing,
             **self.details,
         }
 
@@ -337,7 +393,8 @@ def run_method(
     try:
         for p in model.hf_model.parameters():
             p.requires_grad_(False)
-        with PeakMemory(model.device) as memory:
+        checkpointing = checkpoints_blocks(model, method, config)
+        with PeakMemory(model.device) as memory, block_checkpointing(model, checkpointing):
             losses, state_bytes, tokens, seconds = train(model, tuning, batches(data, config), config, lr, report, should_stop)
         for p in tuning.parameters():
             p.requires_grad_(False)
@@ -363,6 +420,7 @@ def run_method(
             seconds=seconds,
             deltas=deltas.name if deltas else None,
             outliers_after=outliers_after,
+            checkpointing=checkpointing,
             details=details,
         )
         (folder / "run.json").write_text(json.dumps(result.to_json(), indent=1) + "\n", encoding="utf-8")
@@ -417,6 +475,8 @@ def compare(
     if unknown:
         raise InputError("baseline", f"unknown baseline {unknown[0]!r}; choose from {', '.join(METHODS[1:])}")
     methods = ("mask", *dict.fromkeys(baselines))
+    for method in methods:
+        checkpoints_blocks(model, method, config)  # a model that cannot checkpoint fails here, before any training
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     eval_before = evaluate(model, data.held_out, config.batch_size)

@@ -20,6 +20,8 @@ from outlier_core.corpus import BUNDLED, DEFAULT_CORPUS, MAX_FILE_BYTES, Corpus,
 from outlier_core.errors import InputError
 from outlier_core.models import LoadedModel
 
+CHECKPOINT_CHOICES = ("auto", "on", "off")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -34,6 +36,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     lora_rank: int | None = None  # None: the rank (below rank 1, the targets) whose count is closest to the mask's
+    checkpoint: str = "auto"  # recompute block activations in the backward pass: "on", "off", or "auto" (coordinate tunings only)
 
     def __post_init__(self) -> None:
         positive_ints = {"steps": self.steps, "batch_size": self.batch_size, "max_eval_blocks": self.max_eval_blocks}
@@ -50,6 +53,8 @@ class TrainConfig:
             raise InputError("weight_decay", "must be a finite number >= 0")
         if not 0 < self.eval_fraction < 1:
             raise InputError("eval_fraction", "must be between 0 and 1")
+        if self.checkpoint not in CHECKPOINT_CHOICES:
+            raise InputError("checkpoint", f"must be one of {', '.join(CHECKPOINT_CHOICES)}")
         if self.lora_rank is not None and (isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int) or self.lora_rank < 1):
             raise InputError("lora_rank", "must be a whole number >= 1")
 

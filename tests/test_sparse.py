@@ -15,6 +15,8 @@ import pytest
 import torch
 
 from outlier_core import finetune, train_data
+from outlier_core.baselines import FullTuning
+from outlier_core.errors import InputError
 from outlier_core.masks import SelectionMask, base_parameters
 from outlier_core.models import load_model, tiny_random_hf
 from outlier_core.sparse import SparseTuner, apply_deltas, parameter_slots
@@ -294,3 +296,80 @@ def test_lean_backward_gives_the_same_gradients_and_holds_no_copy(tiny, monkeypa
         assert all(torch.equal(a, v.grad) for a, v in zip(plain, tuner.parameters()))
         assert plain_bytes - saved_bytes() == 4 * (64 * 64 + 64 * 128)  # the q_proj and down_proj copies
         assert all(d.made is None for d in tuner.deltas.values())
+
+
+def test_block_checkpointing_gives_the_same_gradients_and_keeps_only_block_inputs(tiny):
+    """Recomputing the blocks in the backward pass changes the memory held, not the gradients;
+    every switch it flips is put back."""
+    mask = make_mask(tiny)
+    blocks = finetune._checkpointable_blocks(tiny)
+    assert len(blocks) == tiny.n_layers
+    kept: list[torch.Tensor] = []
+
+    def keep(t):
+        kept.append(t)
+        return t
+
+    def gradients(checkpointing: bool) -> tuple[list[torch.Tensor], int]:
+        kept.clear()
+        for values in tuner.parameters():
+            values.grad = None
+        with finetune.block_checkpointing(tiny, checkpointing), tuner.lean_backward():
+            with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):  # innermost: sees what stays outside a checkpoint
+                loss = finetune.lm_loss(tiny, IDS)
+            loss.backward()
+        return [v.grad.clone() for v in tuner.parameters()], sum(t.numel() * t.element_size() for t in kept)
+
+    with SparseTuner(tiny, mask) as tuner, frozen_base(tiny):
+        set_values(tuner)
+        for values in tuner.parameters():
+            values.requires_grad_(True)
+        plain, plain_bytes = gradients(False)
+        recomputed, checkpointed_bytes = gradients(True)
+    assert all(torch.allclose(a, b, rtol=1e-6, atol=1e-7) for a, b in zip(plain, recomputed))
+    assert checkpointed_bytes < plain_bytes / 2
+    assert not any(b.training or b.gradient_checkpointing for b in blocks)
+
+
+def test_a_run_checkpoints_the_coordinate_tunings_by_default(tiny, tmp_path):
+    mask = SelectionMask.empty(tiny, "m").add(tiny, DOWN, "columns", [5], "click")
+    for choice, expected in (("auto", [True, True, False, False]), ("on", [True] * 4), ("off", [False] * 4)):
+        config = train_data.TrainConfig(steps=1, batch_size=2, seq_len=16, checkpoint=choice)
+        data = train_data.make_data(tiny, train_data.load_corpus("code"), config)
+        result = finetune.compare(tiny, mask, ("ln", "lora", "full"), data, config, tmp_path / choice)
+        assert [r.checkpointing for r in result.runs] == expected
+        assert [r.method for r in result.runs] == ["mask", "ln", "lora", "full"]
+    with pytest.raises(InputError) as err:
+        train_data.TrainConfig(checkpoint="yes")
+    assert err.value.field == "checkpoint"
+
+
+def test_full_tuning_saves_switches_and_reloads_its_weights(tiny, tmp_path):
+    saved = snapshot(tiny)
+    generator = torch.Generator().manual_seed(3)
+    tuning = FullTuning(tiny)
+    with torch.no_grad():
+        for p in tuning.parameters():
+            p.add_(torch.randn(p.shape, generator=generator))
+    tuned = snapshot(tiny)
+    path = tuning.save(tmp_path / "deltas.safetensors")
+    assert tuning.changed() == sum(t.numel() for t in saved.values())
+    tuning.set_enabled(False)
+    assert_restored(tiny, saved)
+    tuning.set_enabled(True)
+    assert all(torch.equal(p, tuned[n]) for n, p in base_parameters(tiny).items())
+    tuning.close()
+    assert_restored(tiny, saved)
+
+    again = FullTuning(tiny)
+    again.load_values(path)
+    assert all(torch.equal(p, tuned[n]) for n, p in base_parameters(tiny).items())  # bit for bit, not base + difference
+    again.close()
+    assert_restored(tiny, saved)
+    sparse_file = tmp_path / "sparse.safetensors"
+    with SparseTuner(tiny, make_mask(tiny)) as tuner:
+        tuner.save(sparse_file)
+    with pytest.raises(InputError) as err:
+        FullTuning(tiny).load_values(sparse_file)
+    assert err.value.field == "deltas"
+    assert_restored(tiny, saved)

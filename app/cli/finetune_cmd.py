@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=4, help="blocks per step (default: %(default)s)")
     parser.add_argument("--seq-len", type=positive_int, default=64, help="tokens per block, BOS included (default: %(default)s)")
     parser.add_argument("--lora-rank", type=positive_int, default=None, help="LoRA rank (default: the count closest to the mask's)")
+    parser.add_argument(
+        "--checkpoint", choices=("auto", "on", "off"), default="auto",
+        help="recompute block activations in the backward pass: auto = for the mask, random and ln runs (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the batches and the random mask (default: %(default)s)")
     parser.add_argument("--data", default=None, help="a text or JSONL file, or a bundled corpus (prose, code); default: prose")
     parser.add_argument("--runs-dir", default="runs", help="where runs are written (default: %(default)s)")
@@ -66,6 +70,7 @@ def run(args: argparse.Namespace) -> None:
         seq_len=args.seq_len,
         seed=args.seed,
         lora_rank=args.lora_rank,
+        checkpoint=args.checkpoint,
     )
     mask = load_mask(args.mask)
     corpus = load_corpus(args.data)

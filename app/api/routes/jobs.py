@@ -62,6 +62,7 @@ def _submit(model: LoadedModel, body: FinetuneIn, store: MaskStore, runner: JobR
     config = TrainConfig(
         steps=body.steps, lr=body.lr, full_lr=body.full_lr, weight_decay=body.weight_decay, batch_size=body.batch_size,
         seq_len=body.seq_len, seed=body.seed, lora_rank=body.lora_rank,
+        checkpoint=body.checkpoint,
     )
     corpus = from_text(body.data_text, "your text", "data_text") if body.data_text is not None else bundled(body.data)
     data = make_data(model, corpus, config)  # refuses too little data now, not minutes later in the job

@@ -23,6 +23,9 @@ class FinetuneIn(Request):
     seq_len: int = Field(default=64, ge=2, le=65_536, description="tokens per block, BOS included")
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     lora_rank: int | None = Field(default=None, ge=1, le=65_536, description="default: the rank whose count is closest to the mask's")
+    checkpoint: Literal["auto", "on", "off"] = Field(
+        default="auto", description="recompute block activations in the backward pass; auto: for the mask, random and ln runs"
+    )
     data: Literal[BUNDLED] = Field(default="prose", description="a bundled corpus")  # type: ignore[valid-type]
     data_text: str | None = Field(default=None, min_length=1, max_length=MAX_FILE_BYTES, description="or your own text (passages split at blank lines)")
 
