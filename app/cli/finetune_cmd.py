@@ -41,15 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def table(comparison) -> list[str]:
-    head = f"{'run':<16} {'trainable':>11} {'changed':>11} {'train loss':>15} {'ppl before':>10} {'ppl after':>10} {'peak MB':>8} {'optim B':>11} {'s':>7} {'tok/s':>7}"
+    head = f"{'run':<16} {'trainable':>11} {'changed':>11} {'train loss':>15} {'ppl before':>10} {'ppl after':>10} {'peak MB':>8} {'ckpt':>4} {'optim B':>11} {'s':>7} {'tok/s':>7}"
     lines = [head]
     for r in comparison.runs:
         curve = f"{r.train_loss[0]:.3f}→{r.train_loss[-1]:.3f}"
         lines.append(
             f"{r.name[:16]:<16} {r.trainable:>11,} {r.changed:>11,} {curve:>15} {r.eval_before.perplexity:>10.2f} "
-            f"{r.eval_after.perplexity:>10.2f} {r.peak_memory_mb:>8.1f} {r.optimizer_state_bytes:>11,} {r.seconds:>7.1f} {r.tokens_per_s:>7.0f}"
+            f"{r.eval_after.perplexity:>10.2f} {r.peak_memory_mb:>8.1f} {'yes' if r.checkpointing else 'no':>4} {r.optimizer_state_bytes:>11,} {r.seconds:>7.1f} {r.tokens_per_s:>7.0f}"
         )
-    lines += ["", f"written under {comparison.folder}"]
+    lines += ["", "ckpt: block activations recomputed in the backward pass (--checkpoint)", f"written under {comparison.folder}"]
     return lines
 
 
