@@ -15,6 +15,7 @@ it was. Everything lands under the comparison's folder:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -29,6 +30,7 @@ from typing import Callable, Iterator, Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from outlier_core import mask_rules
@@ -199,25 +201,32 @@ def _checkpointable_blocks(model: LoadedModel) -> list[nn.Module]:
 @contextmanager
 def block_checkpointing(model: LoadedModel, on: bool) -> Iterator[None]:
     """Inside: each decoder block keeps only its inputs for the backward pass and recomputes
-    the rest there (torch's non-reentrant checkpoint, through Hugging Face's switch).
+    the rest there (torch's non-reentrant checkpoint). Gradients are unchanged.
 
-    Blocks checkpoint only in training mode, so their own `training` flag is set, not their
-    children's: dropout and everything else stays as it was. Gradients are unchanged.
+    Set block by block through the switches Hugging Face's `GradientCheckpointingLayer`
+    reads (its checkpoint function, its flag, and its own `training` flag, not its
+    children's: dropout stays as it was). The model-wide `activation_checkpointing_enable`
+    would also make the input embeddings require grad, which drags every method's backward
+    pass down to layer 0, and leaves that hook behind.
     """
     if not on:
         yield
         return
     blocks = _checkpointable_blocks(model)
-    flags = [b.training for b in blocks]
-    model.hf_model.activation_checkpointing_enable()
+    saved = [(b.training, b.gradient_checkpointing, b.__dict__.get("_gradient_checkpointing_func")) for b in blocks]
     for block in blocks:
+        block._gradient_checkpointing_func = functools.partial(checkpoint, use_reentrant=False)
+        block.gradient_checkpointing = True
         block.training = True
     try:
         yield
     finally:
-        model.hf_model.activation_checkpointing_disable()
-        for block, flag in zip(blocks, flags):
-            block.training = flag
+        for block, (training, flag, func) in zip(blocks, saved):
+            block.training, block.gradient_checkpointing = training, flag
+            if func is None:
+                del block._gradient_checkpointing_func
+            else:
+                block._gradient_checkpointing_func = func
 
 
 # ---- one method ----
