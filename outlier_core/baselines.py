@@ -20,9 +20,11 @@ from torch import nn
 
 from outlier_core.errors import InputError
 from outlier_core.masks import SelectionMask, model_shapes, plain_name
+from outlier_core.model_cache import model_changed
 from outlier_core.models import LoadedModel
 
 ADAPTER = "default"
+LORA_FORMAT = "outlier-lab-lora/1"
 FULL_FORMAT = "outlier-lab-full/1"
 DEFAULT_LORA_TARGETS = ("self_attn.q_proj", "self_attn.v_proj")  # peft's own default for Llama
 
@@ -95,6 +97,48 @@ class LoraTuning:
             if isinstance(module, LoraLayer)
         }
         self._parents = {name: full_name for name, full_name in modules.items() if name in self.layers}
+        model_changed(model)
+
+    @classmethod
+    def from_file(cls, model: LoadedModel, path: str | Path) -> LoraTuning:
+        """The LoRA a file written by `save` holds, attached to `model` (it must have the same projections)."""
+        from safetensors import SafetensorError, safe_open
+
+        path = Path(path)
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+                tensors = {key: f.get_tensor(key) for key in f.keys()}
+        except (SafetensorError, OSError) as err:
+            raise InputError("deltas", f"{path.name} is not a readable safetensors file ({err})") from err
+        if meta.get("format") != LORA_FORMAT:
+            raise InputError("deltas", f"{path.name} holds no LoRA factors (format {LORA_FORMAT})")
+        try:
+            rank, alpha, targets = int(meta["rank"]), float(meta["alpha"]), json.loads(meta["targets"])
+        except (KeyError, ValueError, TypeError) as err:
+            raise InputError("deltas", f"{path.name} lacks a readable rank, alpha or targets entry ({err})") from err
+        modules = linear_modules(model)
+        if not isinstance(targets, list) or not targets or rank < 1:
+            raise InputError("deltas", f"{path.name} names no target projections, or a rank below 1")
+        missing = [t for t in targets if t not in modules]
+        if missing:
+            raise InputError("deltas", f"{path.name} holds LoRA factors for {missing[0]}, which {model.name} does not have")
+        shapes, _ = model_shapes(model)
+        expected = {}
+        for target in targets:
+            out_features, in_features = shapes[f"{target}.weight"]
+            expected[f"{target}.lora_A"] = (rank, in_features)
+            expected[f"{target}.lora_B"] = (out_features, rank)
+        found = {key: tuple(t.shape) for key, t in tensors.items()}
+        if found != expected:
+            wrong = sorted(set(found) ^ set(expected)) or sorted(k for k in expected if found[k] != expected[k])
+            raise InputError("deltas", f"{path.name} does not hold rank-{rank} factors of {model.name}'s projections ({wrong[0]} differs)")
+        tuning = cls(model, targets, rank, alpha)
+        with torch.no_grad():
+            for name, layer in tuning.layers.items():
+                layer.lora_A[ADAPTER].weight.copy_(tensors[f"{name}.lora_A"])  # (r, in)
+                layer.lora_B[ADAPTER].weight.copy_(tensors[f"{name}.lora_B"])  # (out, r)
+        return tuning
 
     def parameters(self) -> list[nn.Parameter]:
         return [p for layer in self.layers.values() for p in (layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight)]
@@ -106,6 +150,7 @@ class LoraTuning:
     def set_enabled(self, enabled: bool) -> None:
         for layer in self.layers.values():
             layer.enable_adapters(enabled)
+        model_changed(self.model)
 
     def changed(self) -> int:
         """Entries where base + B·A·scale (what merging would write) differs from the base."""
@@ -123,9 +168,16 @@ class LoraTuning:
         for name, layer in self.layers.items():
             tensors[f"{name}.lora_A"] = layer.lora_A[ADAPTER].weight.detach().cpu().contiguous()  # (r, in)
             tensors[f"{name}.lora_B"] = layer.lora_B[ADAPTER].weight.detach().cpu().contiguous()  # (out, r)
-        meta = {"format": "outlier-lab-lora/1", "rank": str(self.rank), "alpha": str(self.alpha), "targets": json.dumps(self.targets)}
+        meta = {"format": LORA_FORMAT, "rank": str(self.rank), "alpha": str(self.alpha), "targets": json.dumps(self.targets)}
         save_file(tensors, str(path), metadata=meta)
         return Path(path)
+
+    def merge(self) -> None:
+        """Write base + B·A·scale into each base weight for good (peft's merge), then put the Linears back."""
+        self.set_enabled(True)
+        for layer in self.layers.values():
+            layer.merge(adapter_names=[ADAPTER])
+        self.close()
 
     def close(self) -> None:
         """Put each original Linear back where peft put its LoRA layer."""
@@ -133,7 +185,9 @@ class LoraTuning:
             if module in self.layers.values():
                 parent, child = full_name.rsplit(".", 1)
                 setattr(self.model.hf_model.get_submodule(parent), child, module.get_base_layer())
+        vars(self.model.hf_model).pop("peft_config", None)  # the injection's note of the adapter: a later one would warn
         self.layers = {}
+        model_changed(self.model)
 
 
 class FullTuning:

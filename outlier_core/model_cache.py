@@ -1,10 +1,15 @@
 """Small per-model caches that forget everything when the model changes.
 
 Entries live under the bridge object itself (weakly, so a dropped model takes its cache
-with it) and under a state token built from the parameters' identities and in-place
-version counters: an optimizer step, a merge or a parametrization changes the token and
-so misses the cache. Temporary weight edits (`weight_edits`) write through `.data`, which
-the counters do not see, so while they are in force the caches are bypassed.
+with it) and under a state token built from the model's change count and the parameters'
+identities and in-place version counters: an optimizer step or a `copy_` into a weight
+changes the token and so misses the cache. What the counters cannot see — a tuner's
+on/off flag, a module swapped in or out, a merge written through `.data`, a new parameter
+that happens to reuse a freed one's id — is reported with `model_changed(model)`, which
+the sparse and LoRA tunings call whenever they attach, switch, merge or detach (a full
+fine-tune copies values into the parameters, which the counters do see). Temporary
+weight edits (`weight_edits`) write through `.data` too, so while they are in force the
+caches are bypassed.
 """
 
 from __future__ import annotations
@@ -18,9 +23,17 @@ from outlier_core.models import LoadedModel
 
 T = TypeVar("T")
 
+# bridge -> how many changes `model_changed` was told of
+_changes: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
+
+
+def model_changed(model: LoadedModel) -> None:
+    """Say that `model` now computes something else, in a way its parameters' counters do not show."""
+    _changes[model.bridge] = _changes.get(model.bridge, 0) + 1
+
 
 def state_token(model: LoadedModel) -> int:
-    return hash(tuple((id(p), p._version) for p in model.hf_model.parameters()))
+    return hash((_changes.get(model.bridge, 0), tuple((id(p), p._version) for p in model.hf_model.parameters())))
 
 
 class ModelCache:

@@ -27,6 +27,7 @@ from torch.nn.utils import parametrize
 
 from outlier_core.errors import InputError
 from outlier_core.masks import SelectionMask, plain_name
+from outlier_core.model_cache import model_changed
 from outlier_core.models import LoadedModel
 
 DELTAS_FORMAT = "outlier-lab-deltas/1"
@@ -119,6 +120,7 @@ class SparseTuner:
                 parametrize.register_parametrization(slot.module, slot.attr, delta)
             self.deltas[name] = delta
             self._slots[name] = slots[name]
+        model_changed(model)
 
     def __enter__(self) -> SparseTuner:
         return self
@@ -137,6 +139,7 @@ class SparseTuner:
         """Off: the model computes exactly the base weights (the deltas are kept)."""
         for d in self.deltas.values():
             d.enabled = enabled
+        model_changed(self.model)  # a flag: no parameter's version counter sees it
 
     def base(self, name: str) -> torch.Tensor:
         slot = self._slots[name][0]
@@ -204,13 +207,22 @@ class SparseTuner:
 
     def load_values(self, path: str | Path) -> None:
         """Set the deltas from a file written by `save` for the same mask."""
-        from safetensors.torch import load_file
+        from safetensors import SafetensorError, safe_open
 
-        tensors = load_file(str(path))
+        path = Path(path)
+        try:
+            with safe_open(str(path), "pt") as f:
+                if (f.metadata() or {}).get("format") != DELTAS_FORMAT:
+                    raise InputError("deltas", f"{path.name} holds no sparse deltas (format {DELTAS_FORMAT})")
+                tensors = {key: f.get_tensor(key) for key in f.keys()}
+        except (SafetensorError, OSError) as err:
+            raise InputError("deltas", f"{path.name} is not a readable safetensors file ({err})") from err
         for name, d in self.deltas.items():
             index, values = tensors.get(f"{name}.index"), tensors.get(f"{name}.values")
             if index is None or values is None or not torch.equal(index, d.flat_index.cpu()):
-                raise InputError("deltas", f"the file holds no deltas for {name} at this mask's coordinates")
+                raise InputError("deltas", f"{path.name} holds no deltas for {name} at this mask's coordinates")
+            if values.shape != d.values.shape or not values.dtype.is_floating_point:
+                raise InputError("deltas", f"{path.name} holds {list(values.shape)} {values.dtype} values for {name}, not {d.values.numel()} floats")
             with torch.no_grad():
                 d.values.copy_(values)
 
@@ -222,6 +234,7 @@ class SparseTuner:
             for slot in slots:
                 parametrize.remove_parametrizations(slot.module, slot.attr, leave_parametrized=False)
         self._attached = False
+        model_changed(self.model)
 
     def merge(self) -> None:
         """Write base + delta into the base tensors for good, and remove the deltas."""
