@@ -49,7 +49,7 @@ def count_hooks(model: LoadedModel) -> int:
 
 
 def test_health_reports_the_injected_model(client: TestClient) -> None:
-    assert client.get("/api/health").json() == {"status": "ok", "ready": True, "model": "tiny-random", "loading": None, "error": None}
+    assert client.get("/api/health").json() == {"status": "ok", "ready": True, "model": "tiny-random", "loading": None, "error": None, "deltas": None}
 
 
 def test_model_describes_the_loaded_model(client: TestClient, hf_tiny: torch.nn.Module) -> None:
@@ -82,7 +82,7 @@ def test_health_answers_while_the_model_loads_and_model_routes_say_503(monkeypat
     monkeypatch.setattr(service_module, "load_model", slow_load)
     with TestClient(create_app(Settings(model="tiny-random"))) as client:
         health = client.get("/api/health").json()
-        assert health == {"status": "ok", "ready": False, "model": None, "loading": "tiny-random", "error": None}
+        assert health == {"status": "ok", "ready": False, "model": None, "loading": "tiny-random", "error": None, "deltas": None}
         for method, path, payload in [("post", "/api/scan", {"text": TEXT}), ("get", "/api/model", None)]:
             response = client.request(method, path, json=payload)
             assert response.status_code == 503

@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             if status.state not in FINISHED:
                 jobs.cancel(status.id)
         await anyio.to_thread.run_sync(jobs.close)
+        await anyio.to_thread.run_sync(service.release)
 
     app = FastAPI(
         title="Outlier Lab API",

@@ -5,6 +5,11 @@ queues requests in arrival order without holding threads, and a thread lock guar
 model against anything outside the request path (a model swap waits for the pass in
 flight). Health and job status read plain attributes and never touch either, so they
 answer during a forward pass. Fine-tune jobs train a copy of their own (`load_like`).
+
+The served model may carry one fine-tune run's deltas (`outlier_core.applied_run`):
+attached, switched and merged under the same lock as any model work, dropped with the
+model when another one loads. Its description is kept beside the status, so health
+reports it without waiting for the lock.
 """
 
 from __future__ import annotations
@@ -14,12 +19,15 @@ import gc
 import logging
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from app.api.errors import ApiError
+from outlier_core.applied_run import AppliedRun, attach_run
+from outlier_core.masks import model_shapes
 from outlier_core.models import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
@@ -31,6 +39,7 @@ class ModelStatus:
     model: str | None  # the model that serves requests (none before the first load)
     loading: str | None  # the model being loaded, if any
     error: str | None  # why the last load failed
+    deltas: dict | None = None  # the applied run's description (`AppliedRun.to_json`), if any
 
     @property
     def ready(self) -> bool:
@@ -45,15 +54,23 @@ def load_like(model: LoadedModel) -> LoadedModel:
 class ModelService:
     def __init__(self, model: LoadedModel | None = None):
         self._model = model
+        self._n_params = model_shapes(model)[1] if model else 0
         self._loading: str | None = None
         self._error: str | None = None
-        self._state = threading.Lock()  # guards the three fields above; held for microseconds
+        self._applied: AppliedRun | None = None  # changed only under `lock`
+        self._deltas: dict | None = None  # its description
+        self._state = threading.Lock()  # guards the fields above; held for microseconds
         self.lock = threading.Lock()  # held for the whole of any model work
         self._queue = anyio.CapacityLimiter(1)
 
     def status(self) -> ModelStatus:
         with self._state:
-            return ModelStatus(self._model.name if self._model else None, self._loading, self._error)
+            return ModelStatus(self._model.name if self._model else None, self._loading, self._error, self._deltas)
+
+    def n_params(self) -> int:
+        """The serving model's own parameter count (a run's deltas or LoRA factors not included)."""
+        with self._state:
+            return self._n_params
 
     def start_load(self, name: str, device: str | None = None, dtype: str | None = None) -> None:
         """Load a model in a background thread; the current one stops serving until it is done.
@@ -77,9 +94,12 @@ class ModelService:
                 self._error = f"loading {name} failed: {err}"
                 self._loading = None
             return
+        n_params = model_shapes(model)[1]
         with self.lock, self._state:  # waits for the forward pass in flight
             previous, self._model = self._model, model
+            self._n_params = n_params
             self._loading = None
+            self._applied = self._deltas = None  # the deltas went with the previous model
         if previous is not None:
             del previous
             gc.collect()  # the bridge holds reference cycles: free the old weights now, not at some later collection
@@ -104,3 +124,68 @@ class ModelService:
     def _run_locked(self, work: Callable[..., T], args: tuple, kwargs: dict) -> T:
         with self.lock:
             return work(self.current(), *args, **kwargs)
+
+    async def run_on_plain_weights(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`run`, for work that reads parameters by name: refused while sparse or LoRA deltas sit on
+        top of them, where the names lead to the base weights and not to what the model computes with."""
+        return await self.run(self._on_plain_weights, work, *args, **kwargs)
+
+    def _on_plain_weights(self, model: LoadedModel, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._applied is not None and not self._applied.weights_in_place:
+            raise ApiError(
+                409,
+                f"deltas: the served model carries the {self._applied.method} deltas of run {self._applied.run_id} on top of its "
+                "weights; weight statistics and weight edits read the stored weights, which leave them out: merge or detach the run first",
+                "deltas",
+            )
+        return work(model, *args, **kwargs)
+
+    # ---- a fine-tune run's deltas on the served model ----
+
+    def deltas(self) -> dict | None:
+        """The applied run's description, without waiting for the model lock."""
+        with self._state:
+            return self._deltas
+
+    async def attach(self, folder: Path, method: str) -> dict:
+        return await self.run(self._attach, folder, method)
+
+    async def switch(self, enabled: bool) -> dict:
+        return await self.run(self._change, "enabled", lambda applied: applied.set_enabled(enabled))
+
+    async def merge(self) -> dict:
+        return await self.run(self._change, "deltas", AppliedRun.merge)
+
+    async def detach(self) -> None:
+        await self.run(self._change, "deltas", AppliedRun.detach)
+
+    def release(self) -> None:
+        """Take unmerged deltas off the model, at shutdown: an injected model leaves as it came."""
+        with self.lock:
+            if self._applied is not None and not self._applied.merged:
+                self._applied.detach()
+                self._set_applied(None)
+
+    def _attach(self, model: LoadedModel, folder: Path, method: str) -> dict:
+        if self._applied is not None:
+            held = f"{self._applied.run_id}/{self._applied.method}"
+            then = "reload the model first (it is merged)" if self._applied.merged else "detach it first"
+            raise ApiError(409, f"run: the deltas of {held} are applied already; {then}", "run")
+        applied = attach_run(model, folder, method)
+        self._set_applied(applied)
+        return applied.to_json()
+
+    def _change(self, model: LoadedModel, field: str, change: Callable[[AppliedRun], None]) -> dict | None:
+        applied = self._applied
+        if applied is None:
+            raise ApiError(409, f"{field}: no run's deltas are applied; POST /api/model/deltas first", field)
+        if applied.merged:
+            raise ApiError(409, f"{field}: the deltas of {applied.run_id}/{applied.method} are merged; reload the model to get its base weights back", field)
+        change(applied)
+        self._set_applied(applied if applied.attached else None)
+        return self._deltas
+
+    def _set_applied(self, applied: AppliedRun | None) -> None:
+        with self._state:
+            self._applied = applied
+            self._deltas = applied.to_json() if applied else None

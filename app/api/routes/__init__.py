@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from app.api.deps import require_api_key
-from app.api.routes import activations, attention, health, intervene, jobs, masks, model, scan, weights
+from app.api.routes import activations, attention, deltas, health, intervene, jobs, masks, model, scan, weights
 
 api_router = APIRouter(prefix="/api")
 api_router.include_router(health.router)
-for module in (model, scan, activations, attention, weights, intervene, masks, jobs):
+for module in (model, deltas, scan, activations, attention, weights, intervene, masks, jobs):
     api_router.include_router(module.router, dependencies=[Depends(require_api_key)])

@@ -13,4 +13,4 @@ router = APIRouter(tags=["health"])
 @router.get("/health", response_model=HealthOut)
 async def health(service: ServiceDep) -> HealthOut:
     status = service.status()
-    return HealthOut(ready=status.ready, model=status.model, loading=status.loading, error=status.error)
+    return HealthOut(ready=status.ready, model=status.model, loading=status.loading, error=status.error, deltas=status.deltas)

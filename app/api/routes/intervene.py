@@ -8,7 +8,7 @@ import torch
 from fastapi import APIRouter
 
 from app.api.deps import ServiceDep, SettingsDep
-from app.api.schemas.common import MODEL_RESPONSES
+from app.api.schemas.common import DELTAS_ATTACHED, MODEL_RESPONSES
 from app.api.schemas.intervene import IntervenIn, IntervenOut, InterventionIn, WeightIn
 from outlier_core.corpus import bundled, from_text
 from outlier_core.errors import InputError
@@ -72,6 +72,7 @@ def _intervene(model: LoadedModel, body: IntervenIn, max_tokens: int) -> dict:
     return result.to_json()
 
 
-@router.post("/intervene", response_model=IntervenOut, responses=MODEL_RESPONSES)
+@router.post("/intervene", response_model=IntervenOut, responses=MODEL_RESPONSES | DELTAS_ATTACHED)
 async def intervene(body: IntervenIn, service: ServiceDep, settings: SettingsDep) -> dict:
-    return await service.run(_intervene, body, settings.max_tokens)
+    run = service.run_on_plain_weights if body.weights else service.run  # weight edits name parameters
+    return await run(_intervene, body, settings.max_tokens)

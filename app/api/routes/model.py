@@ -29,13 +29,14 @@ async def get_model(service: ServiceDep, settings: SettingsDep) -> ModelOut:
         d_mlp=model.d_mlp,
         d_vocab=model.d_vocab,
         n_ctx=model.n_ctx,
-        n_params=model.n_params,
+        n_params=service.n_params(),
         device=model.device,
         dtype=str(model.dtype).removeprefix("torch."),
         norm_offset=model.norm_offset,
         quantized_source=model.quantized_source,
         bos_token_id=model.bos_token_id,
         max_tokens=min(settings.max_tokens, model.n_ctx),
+        deltas=service.deltas(),
     )
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.api.deps import ServiceDep
-from app.api.schemas.common import MODEL_RESPONSES
+from app.api.schemas.common import DELTAS_ATTACHED, MODEL_RESPONSES
 from app.api.schemas.weights import NormsAtDimsOut, NormsAtDimsQuery, ParameterStatsOut, TensorQuery, WeightsOut, WeightsQuery
 from outlier_core.errors import InputError
 from outlier_core.model_cache import ModelCache
@@ -43,19 +43,19 @@ def _tensor(model: LoadedModel, name: str, query: TensorQuery) -> dict:
     return ParameterStats(p.name, p.kind, p.layer, p.layout, offset, note, stats).to_json()
 
 
-@router.get("", response_model=WeightsOut, responses=MODEL_RESPONSES)
+@router.get("", response_model=WeightsOut, responses=MODEL_RESPONSES | DELTAS_ATTACHED)
 async def weights(query: Annotated[WeightsQuery, Query()], service: ServiceDep) -> dict:
     """Statistics and outliers of every norm weight and projection matrix (no histograms)."""
-    return await service.run(_weights, query)
+    return await service.run_on_plain_weights(_weights, query)
 
 
-@router.get("/at-dims", response_model=NormsAtDimsOut, responses=MODEL_RESPONSES)
+@router.get("/at-dims", response_model=NormsAtDimsOut, responses=MODEL_RESPONSES | DELTAS_ATTACHED)
 async def norms_at_dims(query: Annotated[NormsAtDimsQuery, Query()], service: ServiceDep) -> dict:
     """Each layer's norm scale at the given residual dims, and its rank in the vector."""
-    return (await service.run(norm_at_dims, query.dims, None if query.layers is None else tuple(query.layers))).to_json()
+    return (await service.run_on_plain_weights(norm_at_dims, query.dims, None if query.layers is None else tuple(query.layers))).to_json()
 
 
-@router.get("/{name}", response_model=ParameterStatsOut, responses=MODEL_RESPONSES)
+@router.get("/{name}", response_model=ParameterStatsOut, responses=MODEL_RESPONSES | DELTAS_ATTACHED)
 async def tensor(name: str, query: Annotated[TensorQuery, Query()], service: ServiceDep) -> dict:
     """One tensor by its Hugging Face name: histogram, outlier entries, outlier rows and columns."""
-    return await service.run(_tensor, name, query)
+    return await service.run_on_plain_weights(_tensor, name, query)

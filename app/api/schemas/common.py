@@ -41,3 +41,6 @@ MODEL_RESPONSES: dict[int | str, dict] = {
     **ERROR_RESPONSES,
     503: {"model": ErrorOut, "description": "no model is serving yet (loading or swapping)"},
 }
+
+# Routes that read parameters by name (`ModelService.run_on_plain_weights`).
+DELTAS_ATTACHED: dict[int | str, dict] = error(409, "a run's sparse or LoRA deltas sit on top of the weights: merge or detach it first")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from app.api.schemas.common import Request
+from app.api.schemas.deltas import AppliedRunOut
 
 
 class HealthOut(BaseModel):
@@ -13,6 +14,7 @@ class HealthOut(BaseModel):
     model: str | None = Field(description="the model serving requests")
     loading: str | None = Field(default=None, description="the model being loaded, if any")
     error: str | None = Field(default=None, description="why the last load failed, if it did")
+    deltas: AppliedRunOut | None = Field(default=None, description="the fine-tune run whose deltas the served model carries, if any")
 
 
 class ModelOut(BaseModel):
@@ -23,13 +25,14 @@ class ModelOut(BaseModel):
     d_mlp: int
     d_vocab: int
     n_ctx: int
-    n_params: int
+    n_params: int = Field(description="the base model's parameters (a run's deltas not counted)")
     device: str
     dtype: str
     norm_offset: float = Field(description="1.0 where norms scale by (1 + w), as Gemma's do")
     quantized_source: bool = Field(description="matrices dequantized from GGUF show the quantization grid")
     bos_token_id: int
     max_tokens: int = Field(description="the longest prompt this server accepts, BOS included")
+    deltas: AppliedRunOut | None = Field(default=None, description="the fine-tune run whose deltas the model carries (POST /api/model/deltas), if any")
 
 
 class RegistryEntryOut(BaseModel):
