@@ -6,7 +6,8 @@ Playwright without its own browser download. Screenshots of every view land in
 artifacts/screenshots/.
 
 Flows: the overview curve; click a heatmap cell and intervene; add to the selection,
-suggest, export and load the file back; a fine-tune to done and a cancelled one; the
+suggest, export and load the file back; a fine-tune to done and a cancelled one; a run's
+deltas applied, switched off and detached from the bar every page shows; the
 backend-down message; and the real SmolLM2 end to end (zero the massive activation and
 see perplexity explode, mean-replace it and see it recover).
 """
@@ -301,6 +302,51 @@ def test_finetune_runs_to_done_and_a_long_one_cancels(tiny_stack, page: Page) ->
     expect(page.locator("#ft-state[data-state=running]")).to_be_visible()
     page.get_by_role("button", name="Cancel", exact=True).click()
     expect(page.locator("#ft-state[data-state=cancelled]")).to_be_visible()
+
+
+def test_apply_a_run_then_switch_it_off_and_detach_it_from_the_bar(tiny_stack, page: Page) -> None:
+    api, ui = tiny_stack
+    page.goto(ui.url + "/layer?layer=1&position=0&dim=5")
+    expect(page.locator("#lx-selected")).to_contain_text("dim 5")
+    page.get_by_role("button", name="Add this dim's weights to the selection", exact=True).click()
+    expect(page.locator("#lx-mask-message")).to_contain_text("Added")
+    go(page, "Fine-tune")
+    page.locator("#ft-steps").fill("4")
+    page.locator("#ft-lr").fill("0.05")  # large steps: the tuned model's numbers move visibly
+    page.get_by_role("button", name="Start fine-tune", exact=True).click()
+    expect(page.locator("#ft-message")).to_contain_text("Started job")
+    job_id = re.search(r"Started job ([\w-]+)", page.locator("#ft-message").inner_text()).group(1)
+    expect(page.locator("#ft-state[data-state=done]")).to_be_visible()
+
+    def largest_at_layer_3() -> str:
+        """The heatmap title's number, as the API computes it for the served model now."""
+        body = {"text": SHORT_PROMPT, "layer": 3, "max_dims": HEATMAP_DIMS}
+        return f"max {httpx.post(api.url + '/api/activations', json=body, timeout=60).json()['max_abs']:,.1f}"
+
+    base = largest_at_layer_3()
+    bar = page.locator("#deltas-bar")
+    expect(bar).to_be_hidden()
+    try:
+        page.locator(".results-table").get_by_role("button", name="Apply", exact=True).first.click()
+        expect(bar).to_contain_text(f"serving base + {job_id}/mask deltas — on")
+        tuned = largest_at_layer_3()
+        assert tuned != base
+
+        page.goto(ui.url + "/layer?layer=3")  # a fresh page load: the bar comes from the API's health
+        use_prompt(page, SHORT_PROMPT)
+        expect(bar).to_contain_text(f"serving base + {job_id}/mask deltas — on")
+        title = page.locator("#lx-heatmap .gtitle")
+        expect(title).to_contain_text(tuned)
+        shoot(page, "tiny-deltas-applied")
+
+        page.get_by_role("button", name="Switch off", exact=True).click()
+        expect(bar).to_contain_text(f"serving base + {job_id}/mask deltas — off")
+        expect(title).to_contain_text(base)
+        page.get_by_role("button", name="Detach", exact=True).click()
+        expect(bar).to_be_hidden()
+        expect(title).to_contain_text(base)
+    finally:
+        httpx.delete(api.url + "/api/model/deltas", timeout=60)  # the flows after this one read the weights
 
 
 def test_attention_and_weights_views_draw(tiny_stack, page: Page) -> None:

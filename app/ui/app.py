@@ -1,7 +1,9 @@
 """`create_app(api_url)`: the Dash workbench — a shell (status, prompt, per-user stores) around six pages.
 
-The shell polls the API's health, fetches the model description once the model serves,
-and holds the prompt. Pages live in `app/ui/pages/`, one module each, registered with
+The shell polls the API's health, fetches the model description once the model serves
+(and again when a fine-tune run's deltas go on, off or away: every page then redraws),
+shows which deltas the served model carries with the buttons that change that, and holds
+the prompt. Pages live in `app/ui/pages/`, one module each, registered with
 `dash.register_page`; they read the shell's stores and never hold state of their own in
 module globals, so two browser tabs never see each other's prompt, selection or mask.
 """
@@ -16,8 +18,8 @@ from dash import Input, Output, State, ctx, dcc, html, no_update
 
 from app.ui import ids
 from app.ui.client import ApiClient, ApiProblem
-from app.ui.components import CLIENT_ATTRIBUTE, api
-from app.ui.state import DEFAULT_PROMPT, PRESET_LABELS, PRESETS
+from app.ui.components import CLIENT_ATTRIBUTE, api, problem_box, user_action
+from app.ui.state import DEFAULT_PROMPT, PRESET_LABELS, PRESETS, deltas_line
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"  # DESIGN.md: Dash static assets at the repository root
 PAGES = Path(__file__).resolve().parent / "pages"
@@ -56,6 +58,23 @@ def _prompt_bar() -> html.Div:
     ], className="prompt-bar")
 
 
+def _deltas_bar() -> html.Div:
+    """What the served model computes while a fine-tune run's deltas are on it: on every page."""
+    merge = dcc.ConfirmDialogProvider(
+        html.Button("Merge", className="button danger"), id=ids.DELTAS_MERGE,
+        message="Merge the deltas into the served model's weights for good? It computes base + deltas until the model is reloaded.",
+    )
+    return html.Div([
+        html.Span(id=ids.DELTAS_TEXT, className="deltas-text"),
+        html.Div([
+            html.Button("Switch off", id=ids.DELTAS_TOGGLE, className="button", n_clicks=0),
+            html.Button("Detach", id=ids.DELTAS_DETACH, className="button", n_clicks=0),
+            merge,
+        ], id=ids.DELTAS_CONTROLS, className="buttons"),
+        html.Div(id=ids.DELTAS_MESSAGE),
+    ], id=ids.DELTAS_BAR, className="deltas-bar", hidden=True, role="status")
+
+
 def _shell() -> html.Div:
     return html.Div([
         dcc.Location(id=ids.LOCATION),
@@ -74,6 +93,7 @@ def _shell() -> html.Div:
             html.Div([html.Span("Outlier Lab", className="brand"), _nav()], className="header-left"),
             html.Div("connecting…", id=ids.STATUS, className="status status-unknown"),
         ], className="header"),
+        _deltas_bar(),
         html.Div(id=ids.BANNER),
         _prompt_bar(),
         html.Main(dash.page_container, className="page"),
@@ -85,8 +105,11 @@ def health_state(client: ApiClient) -> dict:
     try:
         health = client.health()
     except ApiProblem as problem:
-        return {"reachable": False, "ready": False, "model": None, "loading": None, "error": None, "message": problem.message}
-    return {"reachable": True, "ready": bool(health.get("ready")), "model": health.get("model"), "loading": health.get("loading"), "error": health.get("error"), "message": None}
+        return {"reachable": False, "ready": False, "model": None, "loading": None, "error": None, "message": problem.message, "deltas": None}
+    return {
+        "reachable": True, "ready": bool(health.get("ready")), "model": health.get("model"), "loading": health.get("loading"),
+        "error": health.get("error"), "message": None, "deltas": health.get("deltas"),
+    }
 
 
 def status_view(health: dict | None) -> tuple[str, str, object]:
@@ -118,13 +141,57 @@ def show_health(health: dict | None, model: dict | None):
     text, css, banner = status_view(health)
     if not health or not health["ready"]:
         return text, css, banner, None  # pages wait instead of calling a model that is not there
-    if model and model.get("name") == health["model"]:
+    if model and model.get("name") == health["model"] and model.get("deltas") == health.get("deltas"):
         return text, css, banner, no_update
     try:
         described = api().model()
     except ApiProblem as problem:
         return text, css, html.Div(problem.message, className="message message-server banner", role="alert"), None
     return f"{described['name']} · {described['n_layers']} layers · {described['device']}", css, banner, described
+
+
+@dash.callback(Output(ids.EFFECT, "data", allow_duplicate=True), Input(ids.MODEL, "data"), prevent_initial_call=True)
+def forget_effect(_model: dict | None) -> None:
+    """An intervention's numbers belong to the model they were computed on: another model, or
+    deltas switched on or off, leave the stack in place and drop its stale result."""
+    return None
+
+
+@dash.callback(
+    Output(ids.DELTAS_BAR, "hidden"), Output(ids.DELTAS_TEXT, "children"), Output(ids.DELTAS_TOGGLE, "children"), Output(ids.DELTAS_CONTROLS, "hidden"),
+    Input(ids.HEALTH, "data"),
+)
+def show_deltas(health: dict | None):
+    deltas = (health or {}).get("deltas")
+    if not deltas:
+        return True, None, no_update, True
+    return False, deltas_line(deltas), "Switch off" if deltas["enabled"] else "Switch on", deltas["merged"]
+
+
+@dash.callback(
+    Output(ids.HEALTH, "data", allow_duplicate=True), Output(ids.DELTAS_MESSAGE, "children"),
+    Input(ids.DELTAS_TOGGLE, "n_clicks"), Input(ids.DELTAS_DETACH, "n_clicks"), Input(ids.DELTAS_MERGE, "submit_n_clicks"),
+    State(ids.HEALTH, "data"),
+    prevent_initial_call=True,
+)
+def change_deltas(_toggle: int, _detach: int, _merge: int | None, health: dict | None):
+    """Switch, detach or merge; the answer goes straight into the health store, so the bar and
+    every page follow at once instead of at the next poll."""
+    action, deltas = user_action(), (health or {}).get("deltas")
+    if action is None or not deltas:
+        return no_update, no_update
+    client = api()
+    try:
+        if action == ids.DELTAS_TOGGLE:
+            deltas = client.switch_deltas(not deltas["enabled"])["applied"]
+        elif action == ids.DELTAS_DETACH:
+            client.detach_deltas()
+            deltas = None
+        else:
+            deltas = client.merge_deltas()["applied"]
+    except ApiProblem as problem:
+        return no_update, problem_box(problem, "change the deltas")
+    return {**health, "deltas": deltas}, None
 
 
 @dash.callback(Output(ids.PROMPT_TEXT, "value"), Output(ids.PROMPT_BOS, "value"), Input(ids.PROMPT_PRESET, "value"), State(ids.PROMPT, "data"))

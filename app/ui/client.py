@@ -72,6 +72,8 @@ class ApiClient:
             ) from err
         if response.status_code >= 400:
             raise self._problem(response, path)
+        if response.status_code == 204:
+            return None
         if raw:
             return response.content
         try:
@@ -174,3 +176,17 @@ class ApiClient:
 
     def runs(self) -> dict:
         return self._call("GET", "/api/runs")
+
+    # ---- a run's deltas on the served model ----
+
+    def apply_run(self, run_id: str, method: str) -> dict:
+        return self._call("POST", "/api/model/deltas", json={"run": run_id, "method": method})
+
+    def switch_deltas(self, enabled: bool) -> dict:
+        return self._call("PATCH", "/api/model/deltas", json={"enabled": enabled})
+
+    def merge_deltas(self) -> dict:
+        return self._call("POST", "/api/model/deltas/merge")
+
+    def detach_deltas(self) -> None:
+        self._call("DELETE", "/api/model/deltas")

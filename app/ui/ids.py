@@ -3,8 +3,8 @@
 # ---- the shell (every page) ----
 LOCATION = "url"
 HEALTH_POLL = "health-poll"
-HEALTH = "health-store"  # {"reachable", "ready", "model", "loading", "error", "message"}
-MODEL = "model-store"  # GET /api/model, once the model serves
+HEALTH = "health-store"  # {"reachable", "ready", "model", "loading", "error", "message", "deltas"}
+MODEL = "model-store"  # GET /api/model, once the model serves (fetched again when its deltas change)
 STATUS = "model-status"
 BANNER = "backend-banner"
 PROMPT_TEXT = "prompt-text"
@@ -12,6 +12,13 @@ PROMPT_PRESET = "prompt-preset"
 PROMPT_BOS = "prompt-bos"
 PROMPT_RUN = "prompt-run"
 PROMPT_INFO = "prompt-info"
+DELTAS_BAR = "deltas-bar"  # shown while the served model carries a run's deltas
+DELTAS_TEXT = "deltas-text"
+DELTAS_CONTROLS = "deltas-controls"  # the buttons below, hidden once merged
+DELTAS_TOGGLE = "deltas-toggle"
+DELTAS_DETACH = "deltas-detach"
+DELTAS_MERGE = "deltas-merge"  # a confirm dialog around the merge button
+DELTAS_MESSAGE = "deltas-message"
 
 # ---- per-user state (dcc.Store) ----
 PROMPT = "prompt-store"  # {"text", "prepend_bos"}
@@ -115,3 +122,5 @@ FT_RUNS = "ft-runs"
 FT_MESSAGE = "ft-message"
 FT_MASK = "ft-mask"
 FT_LIVE = "ft-live"  # loss points sampled from the job status while it runs
+FT_APPLY = "ft-apply"  # pattern id {"type": FT_APPLY, "run", "method", "table"}: a run's "apply" button
+FT_APPLY_MESSAGE = "ft-apply-message"

@@ -181,3 +181,22 @@ def perplexity_change(baseline: float | None, after: float | None) -> str:
 def prompt_key(prompt: dict) -> list:
     """What a cached answer was computed from: a scan is reused only for the same prompt and BOS."""
     return [prompt["text"], bool(prompt["prepend_bos"])]
+
+
+def model_key(model: dict) -> str:
+    """The model a cached answer was computed on: its name, and the run deltas it carried.
+
+    Switched-off deltas leave the base weights exactly, so they share the base model's key.
+    """
+    deltas = model.get("deltas")
+    if not deltas or not (deltas["enabled"] or deltas["merged"]):
+        return model["name"]
+    return f"{model['name']}+{deltas['run']}/{deltas['method']}{' merged' if deltas['merged'] else ''}"
+
+
+def deltas_line(deltas: dict) -> str:
+    """'serving base + 20261129-101500-a1b2c3/mask deltas — on' (or off, or merged)."""
+    which = f"{deltas['run']}/{deltas['method']}"
+    if deltas["merged"]:
+        return f"serving base + {which} deltas — merged into the weights until the model is reloaded"
+    return f"serving base + {which} deltas — {'on' if deltas['enabled'] else 'off'}"

@@ -10,7 +10,7 @@ from dash import Input, Output, State, dcc, html, no_update
 from app.ui import figures, ids
 from app.ui.client import ApiProblem
 from app.ui.components import WAITING, api, labelled, layer_marks, note, problem_box, spinner
-from app.ui.state import describe_intervention, prompt_key
+from app.ui.state import describe_intervention, model_key, prompt_key
 
 dash.register_page(__name__, path="/attention", name="Attention", order=2, title="Outlier Lab · Attention")
 
@@ -103,7 +103,7 @@ def show_pattern(prompt: dict, model: dict | None, layer: int, head, stack: list
 def show_sinks(prompt: dict, model: dict | None, effect: dict | None, cached: dict | None, stack: list | None):
     if not model:
         return figures.empty_figure(""), figures.empty_figure("")
-    if cached and cached["key"][:2] == prompt_key(prompt) and cached["key"][-1] == model["name"]:
+    if cached and cached["key"][:2] == prompt_key(prompt) and cached["key"][-1] == model_key(model):
         scan = cached["scan"]  # the sink does not depend on the overview's site or rule
     else:
         try:

@@ -1,13 +1,15 @@
 """Fine-tune: train only the mask's coordinates (and baselines at the same budget) as a job
-on the API; follow its progress and loss live, cancel it, then compare the runs."""
+on the API; follow its progress and loss live, cancel it, then compare the runs and apply
+one of them to the served model (the shell's bar then says so on every page)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+from pathlib import PurePath
 
 import dash
-from dash import Input, Output, State, dcc, html, no_update
+from dash import ALL, Input, Output, State, dcc, html, no_update
 
 from app.ui import figures, ids
 from app.ui.client import ApiProblem
@@ -43,6 +45,7 @@ def layout(**_query) -> html.Div:
         spinner(html.Div(id=ids.FT_MESSAGE)),
         card("Progress", html.Div(id=ids.FT_PROGRESS), html.Div(id=ids.FT_STATUS)),
         html.Div(id=ids.FT_RESULTS),
+        spinner(html.Div(id=ids.FT_APPLY_MESSAGE)),
         html.Div([
             html.Div(dcc.Graph(id=ids.FT_LOSS, figure=figures.empty_figure("Start a run to see its loss."), config={"displaylogo": False}), className="half"),
             html.Div(dcc.Graph(id=ids.FT_OUTLIERS, figure=figures.empty_figure(""), config={"displaylogo": False}), className="half"),
@@ -127,13 +130,20 @@ def progress_view(status: dict) -> list:
     return [bar, text] + ([problem_box(status["error"])] if status.get("error") else [])
 
 
+def apply_button(run_id: str, method: str, table_name: str) -> html.Button:
+    """`table_name` keeps ids unique: the tab's results and the earlier runs can list the same run."""
+    return html.Button("Apply", id={"type": ids.FT_APPLY, "run": run_id, "method": method, "table": table_name}, className="button", n_clicks=0,
+                       title="serve base + this run's deltas (switch off, detach or merge them in the bar at the top)")
+
+
 def results_table(result: dict) -> html.Section:
+    run_id = PurePath(result["folder"]).name
     rows = [
         [r["name"], f"{r['trainable']:,}", f"{r['changed']:,}", format_value(r["eval_before"]["perplexity"]), format_value(r["eval_after"]["perplexity"]),
-         f"{r['peak_memory_mb']:,.0f}", f"{r['seconds']:.1f}"]
+         f"{r['peak_memory_mb']:,.0f}", f"{r['seconds']:.1f}", apply_button(run_id, r["method"], "results") if r.get("deltas") else ""]
         for r in result["runs"]
     ]
-    columns = ["run", "trainable", "changed", "eval ppl before", "eval ppl after", "peak memory (MB)", "train time (s)"]
+    columns = ["run", "trainable", "changed", "eval ppl before", "eval ppl after", "peak memory (MB)", "train time (s)", "served model"]
     data = result.get("data", {})
     about = f"{result['config']['steps']} steps, lr {result['config']['lr']:g}, data: {data.get('source', '?')}"
     return card("Results", note(about), table(columns, rows, class_name="results-table"))
@@ -180,7 +190,27 @@ def list_runs(model: dict | None, _results):
     if not runs:
         return note("No runs yet.")
     rows = [
-        [r["id"], r.get("mask") or "", run["name"], f"{run['trainable']:,}", format_value(run["eval_before"]["perplexity"]), format_value(run["eval_after"]["perplexity"])]
+        [r["id"], r.get("mask") or "", run["name"], f"{run['trainable']:,}", format_value(run["eval_before"]["perplexity"]), format_value(run["eval_after"]["perplexity"]),
+         apply_button(r["id"], run["method"], "runs")]
         for r in runs for run in r["runs"]
     ]
-    return table(["run folder", "mask", "method", "trainable", "ppl before", "ppl after"], rows)
+    return table(["run folder", "mask", "method", "trainable", "ppl before", "ppl after", "served model"], rows)
+
+
+@dash.callback(
+    Output(ids.HEALTH, "data", allow_duplicate=True), Output(ids.FT_APPLY_MESSAGE, "children"),
+    Input({"type": ids.FT_APPLY, "run": ALL, "method": ALL, "table": ALL}, "n_clicks"), State(ids.HEALTH, "data"),
+    prevent_initial_call=True,
+)
+def apply_run(_clicks: list[int], health: dict | None):
+    """Attach the clicked run's deltas to the served model; the answer goes into the health store,
+    so the shell's bar shows it and every page redraws on base + deltas."""
+    target = user_action()
+    if not isinstance(target, dict):
+        return no_update, no_update
+    try:
+        applied = api().apply_run(target["run"], target["method"])["applied"]
+    except ApiProblem as problem:
+        return no_update, problem_box(problem, f"apply {target['run']}/{target['method']}")
+    done = f"The served model now computes base + the deltas of {applied['name']} ({applied['run']}/{applied['method']}) on every page."
+    return {**(health or {}), "deltas": applied}, note(done, "ok")

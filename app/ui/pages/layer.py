@@ -16,6 +16,7 @@ from app.ui.state import (
     format_perplexity,
     format_value,
     intervention_for,
+    model_key,
     perplexity_change,
     prompt_key,
     stack_intervention,
@@ -103,7 +104,7 @@ def show_layer(prompt: dict, model: dict | None, layer: int, site: str, view: st
         return figures.empty_figure(WAITING), None, None, None
     if layer is None or layer >= model["n_layers"]:
         return no_update, no_update, no_update, no_update
-    key = [*prompt_key(prompt), model["name"], layer, site, view]
+    key = [*prompt_key(prompt), model_key(model), layer, site, view]
     if cached and cached.get("key") == key:
         matrix = cached["matrix"]  # only the selection moved: redraw the marker, skip the forward pass
     else:

@@ -9,7 +9,7 @@ from dash import Input, Output, State, dcc, html
 from app.ui import figures, ids
 from app.ui.client import ApiProblem
 from app.ui.components import WAITING, api, card, labelled, note, problem_box, spinner, table
-from app.ui.state import SITES, format_value, massive_groups, prompt_key, recurring
+from app.ui.state import SITES, format_value, massive_groups, model_key, prompt_key, recurring
 
 dash.register_page(__name__, path="/", name="Overview", order=0, title="Outlier Lab · Overview")
 
@@ -70,7 +70,7 @@ def show_scan(prompt: dict, model: dict | None, site: str, rule: str, cached: di
     if not model:
         blank = figures.empty_figure(WAITING)
         return blank, figures.empty_figure(""), None, None, None, dash.no_update
-    key = [*prompt_key(prompt), site, rule, model["name"]]
+    key = [*prompt_key(prompt), site, rule, model_key(model)]
     if cached and cached.get("key") == key:
         scan = cached["scan"]
     else:

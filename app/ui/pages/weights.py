@@ -10,7 +10,7 @@ from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 from app.ui import figures, ids
 from app.ui.client import ApiProblem
 from app.ui.components import WAITING, add_to_mask, api, card, labelled, layer_marks, mask_line, note, problem_box, spinner, table, user_action
-from app.ui.state import prompt_key
+from app.ui.state import model_key, prompt_key
 
 dash.register_page(__name__, path="/weights", name="Weights", order=3, title="Outlier Lab · Weights")
 
@@ -99,7 +99,7 @@ def load_summary(model: dict | None, rule: str, k: float | None, prompt: dict, c
     client = api()
     try:
         weights = client.weights(rule, k, kinds=("norm",))
-        if cached and cached["key"][:2] == prompt_key(prompt) and cached["key"][-1] == model["name"]:
+        if cached and cached["key"][:2] == prompt_key(prompt) and cached["key"][-1] == model_key(model):
             massive = cached["scan"]["massive"]
         else:
             massive = client.scan(prompt["text"], prompt["prepend_bos"], rule="relative")["massive"]
