@@ -211,6 +211,7 @@ def test_a_finetune_job_trains_a_copy_and_leaves_the_served_model_alone(client: 
     assert runs["mask"]["trainable"] == runs["random"]["trainable"] == mask["count"] == 128 + 2
     assert 0 < runs["mask"]["changed"] <= mask["count"]
     assert len(runs["mask"]["train_loss"]) == 3
+    assert runs["mask"]["checkpointing"] and runs["random"]["checkpointing"]  # the default for coordinate runs
 
     assert all(torch.equal(p.detach(), weights_before[name]) for name, p in tiny.hf_parameters().items())
     assert client.post("/api/scan", json={"text": TEXT}).json() == scan_before
@@ -257,6 +258,7 @@ def test_job_status_never_waits_behind_a_forward_pass(tiny: LoadedModel, runs_di
         ({"data_text": "far too short"}, 422, "data"),
         ({"baselines": ["everything"]}, 422, "baselines[0]"),
         ({"lr": -1}, 422, "lr"),
+        ({"checkpoint": "sometimes"}, 422, "checkpoint"),
     ],
 )
 def test_finetune_requests_with_bad_input_are_refused_up_front(client: TestClient, body: dict, status: int, field: str) -> None:

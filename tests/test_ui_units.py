@@ -522,7 +522,7 @@ def test_a_fine_tune_job_is_followed_to_its_results(ui: dash.Dash) -> None:
     with fired_by(f"{ids.SL_SUGGEST}.n_clicks", 1):
         mask, _ = page("selection").change_mask(1, 0, None, 0, None, "ft", 32, 0, "prompt", ["norm_outliers"], None, {"text": TEXT, "prepend_bos": True})
     with fired_by(f"{ids.FT_START}.n_clicks", 1):
-        job, message = finetune.start_or_cancel(1, 0, mask, ["random"], 3, 1e-3, "prose", None, None)
+        job, message = finetune.start_or_cancel(1, 0, mask, ["random"], 3, 1e-3, "prose", None, "off", None)
     assert f"Started job {job['id']}" in str(message.children)
     deadline, live = time.monotonic() + 120, None
     while True:
@@ -535,11 +535,13 @@ def test_a_fine_tune_job_is_followed_to_its_results(ui: dash.Dash) -> None:
     assert state == "done", str(progress)
     rows = results.children[2].children[1].children  # the results table body
     assert [row.children[0].children for row in rows] == ["ft", "random"]
+    peaks = [row.children[5].children for row in rows]
+    assert all(float(p.replace(",", "")) > 0 for p in peaks)  # "off" reached the API: by default both would be "(recomputed)"
     assert [trace.name for trace in loss.data] == ["ft", "random"] and all(len(trace.y) == 3 for trace in loss.data)
     assert outliers.data[0].name == "base model"
 
 
 def test_a_fine_tune_without_a_mask_says_so(ui: dash.Dash) -> None:
     with fired_by(f"{ids.FT_START}.n_clicks", 1):
-        job, message = page("finetune").start_or_cancel(1, 0, None, ["random"], 3, 1e-3, "prose", None, None)
+        job, message = page("finetune").start_or_cancel(1, 0, None, ["random"], 3, 1e-3, "prose", None, "auto", None)
     assert job is dash.no_update and "Selection page" in str(message.children)

@@ -21,6 +21,7 @@ dash.register_page(__name__, path="/finetune", name="Fine-tune", order=5, title=
 POLL_MS = 1_000
 BASELINES = {"random": "random mask, same size", "ln": "LN-only", "lora": "LoRA, same budget", "full": "full fine-tune"}
 DATA = {"prose": "bundled prose", "code": "bundled code", "upload": "my text file"}
+CHECKPOINT = {"auto": "mask, random and LN runs", "on": "every run", "off": "no run"}
 ACTIVE = ("queued", "running")
 
 
@@ -35,6 +36,8 @@ def layout(**_query) -> html.Div:
                  labelled("Steps", dcc.Input(id=ids.FT_STEPS, type="number", value=30, min=1, step=1)),
                  labelled("Learning rate", dcc.Input(id=ids.FT_LR, type="number", value=1e-3, min=0, step="any"), "sparse runs and LoRA"),
                  labelled("Data", dcc.RadioItems(id=ids.FT_DATA, options=[{"label": v, "value": k} for k, v in DATA.items()], value="prose")),
+                 labelled("Recompute activations", dcc.RadioItems(id=ids.FT_CHECKPOINT, options=[{"label": v, "value": k} for k, v in CHECKPOINT.items()], value="auto"),
+                          "in the backward pass: less memory, slower steps"),
              ], className="controls"),
              dcc.Upload(id=ids.FT_UPLOAD, children=html.Div("Drop a UTF-8 text file (passages split at blank lines), or click to choose"), className="upload"),
              html.Div(id=ids.FT_UPLOAD_NAME, className="hint"),
@@ -79,10 +82,11 @@ def _uploaded_text(contents: str | None) -> str | None:
     Output(ids.JOB, "data"), Output(ids.FT_MESSAGE, "children"),
     Input(ids.FT_START, "n_clicks"), Input(ids.FT_CANCEL, "n_clicks"),
     State(ids.MASK, "data"), State(ids.FT_BASELINES, "value"), State(ids.FT_STEPS, "value"), State(ids.FT_LR, "value"),
-    State(ids.FT_DATA, "value"), State(ids.FT_UPLOAD, "contents"), State(ids.JOB, "data"),
+    State(ids.FT_DATA, "value"), State(ids.FT_UPLOAD, "contents"), State(ids.FT_CHECKPOINT, "value"), State(ids.JOB, "data"),
     prevent_initial_call=True,
 )
-def start_or_cancel(_s, _c, mask: dict | None, baselines: list[str], steps: int | None, lr: float | None, data: str, contents: str | None, job: dict | None):
+def start_or_cancel(_s, _c, mask: dict | None, baselines: list[str], steps: int | None, lr: float | None, data: str, contents: str | None,
+                    checkpoint: str, job: dict | None):
     action = user_action()
     if action is None:
         return no_update, no_update
@@ -105,7 +109,8 @@ def start_or_cancel(_s, _c, mask: dict | None, baselines: list[str], steps: int 
         if not text:
             return no_update, problem_box("data: choose a UTF-8 text file first")
     try:
-        status = client.start_finetune(mask["id"], baselines or [], int(steps), float(lr), data="prose" if data == "upload" else data, data_text=text)
+        status = client.start_finetune(mask["id"], baselines or [], int(steps), float(lr), data="prose" if data == "upload" else data, data_text=text,
+                                       checkpoint=checkpoint)
     except ApiProblem as problem:
         return no_update, problem_box(problem, "start the fine-tune")
     return {"id": status["id"]}, note(f"Started job {status['id']}; its progress follows below.", "ok")
@@ -140,7 +145,7 @@ def results_table(result: dict) -> html.Section:
     run_id = PurePath(result["folder"]).name
     rows = [
         [r["name"], f"{r['trainable']:,}", f"{r['changed']:,}", format_value(r["eval_before"]["perplexity"]), format_value(r["eval_after"]["perplexity"]),
-         f"{r['peak_memory_mb']:,.0f}", f"{r['seconds']:.1f}", apply_button(run_id, r["method"], "results") if r.get("deltas") else ""]
+         f"{r['peak_memory_mb']:,.0f}" + (" (recomputed)" if r.get("checkpointing") else ""), f"{r['seconds']:.1f}", apply_button(run_id, r["method"], "results") if r.get("deltas") else ""]
         for r in result["runs"]
     ]
     columns = ["run", "trainable", "changed", "eval ppl before", "eval ppl after", "peak memory (MB)", "train time (s)", "served model"]
