@@ -3,7 +3,12 @@ passes through TransformerLens, so its numbers are an independent reference."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+from safetensors.torch import load_file
+
+from outlier_core.models import tiny_random_hf
 
 
 def byte_ids(hf: torch.nn.Module, text: str, bos: bool = True) -> list[int]:
@@ -37,3 +42,16 @@ def hf_forward(hf: torch.nn.Module, ids: list[int], zero: tuple[int, int, int] |
         for handle in handles:
             handle.remove()
     return outputs, result.logits[0], result.attentions
+
+
+def sparse_edited(path: Path) -> torch.nn.Module:
+    """A plain HF tiny model with a sparse-deltas file's values added at its flat positions, by hand."""
+    hf, _ = tiny_random_hf()
+    params = dict(hf.named_parameters())
+    tensors = load_file(str(path))
+    with torch.no_grad():
+        for key, index in tensors.items():
+            if key.endswith(".index"):
+                name = key.removesuffix(".index")
+                params[name].view(-1)[index] += tensors[f"{name}.values"]
+    return hf.eval()

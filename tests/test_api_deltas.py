@@ -26,7 +26,7 @@ from app.api.settings import Settings
 from outlier_core import finetune, train_data
 from outlier_core.masks import SelectionMask, base_parameters
 from outlier_core.models import LoadedModel, load_model, tiny_random_hf
-from tests.hf_reference import byte_ids
+from tests.hf_reference import byte_ids, sparse_edited
 
 TEXT = "Tiny models still have residual streams."
 DOWN = "model.layers.1.mlp.down_proj.weight"
@@ -75,18 +75,6 @@ def reference_loss(hf: torch.nn.Module) -> float:
     return float(F.cross_entropy(logits[:-1], ids[1:]))
 
 
-def sparse_reference(path: Path) -> torch.nn.Module:
-    hf, _ = tiny_random_hf()
-    params = dict(hf.named_parameters())
-    tensors = load_file(str(path))
-    with torch.no_grad():
-        for key, index in tensors.items():
-            if key.endswith(".index"):
-                name = key.removesuffix(".index")
-                params[name].view(-1)[index] += tensors[f"{name}.values"]
-    return hf
-
-
 def lora_reference(path: Path) -> torch.nn.Module:
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
@@ -132,7 +120,7 @@ def test_a_sparse_run_serves_base_plus_its_file_switches_off_exactly_and_detache
     assert model["deltas"] == applied and model["n_params"] == n_params
 
     on = baseline_loss(client)
-    assert on == pytest.approx(reference_loss(sparse_reference(runs_dir / RUN_ID / "mask" / "deltas.safetensors")), abs=1e-5)
+    assert on == pytest.approx(reference_loss(sparse_edited(runs_dir / RUN_ID / "mask" / "deltas.safetensors")), abs=1e-5)
     assert abs(on - base) > 1e-4
 
     switched = client.patch("/api/model/deltas", json={"enabled": False})
@@ -206,7 +194,7 @@ def test_merge_keeps_base_plus_delta_until_the_model_is_reloaded(runs_dir: Path)
             if f"{name}.index" in tensors:
                 expected = weight.flatten().index_add(0, tensors[f"{name}.index"], tensors[f"{name}.values"]).view_as(weight)
             assert torch.equal(now[name], expected), name
-        assert baseline_loss(client) == pytest.approx(reference_loss(sparse_reference(runs_dir / RUN_ID / "mask" / "deltas.safetensors")), abs=1e-5)
+        assert baseline_loss(client) == pytest.approx(reference_loss(sparse_edited(runs_dir / RUN_ID / "mask" / "deltas.safetensors")), abs=1e-5)
         assert client.get("/api/weights").status_code == 200  # merged: the weights are the parameters again
 
         for method, path, body in (("patch", "/api/model/deltas", {"enabled": False}), ("post", "/api/model/deltas/merge", None), ("delete", "/api/model/deltas", None)):

@@ -23,6 +23,7 @@ from outlier_core.errors import InputError
 from outlier_core.masks import SelectionMask, base_parameters
 from outlier_core.model_cache import ModelCache, state_token
 from outlier_core.models import LoadedModel, load_model, tiny_random_hf
+from tests.hf_reference import sparse_edited
 
 DOWN = "model.layers.1.mlp.down_proj.weight"  # (64, 128)
 NORM = "model.layers.0.post_attention_layernorm.weight"  # (64,)
@@ -64,19 +65,6 @@ def assert_base(model: LoadedModel, saved: dict[str, torch.Tensor]) -> None:
     assert all(torch.equal(current[n], saved[n]) for n in saved)
 
 
-def sparse_reference(path: Path) -> torch.nn.Module:
-    """A plain HF tiny model with the file's values added at the file's flat positions, by hand."""
-    hf, _ = tiny_random_hf()
-    params = dict(hf.named_parameters())
-    tensors = load_file(str(path))
-    with torch.no_grad():
-        for key, index in tensors.items():
-            if key.endswith(".index"):
-                name = key.removesuffix(".index")
-                params[name].view(-1)[index] += tensors[f"{name}.values"]
-    return hf.eval()
-
-
 def hf_logits(hf: torch.nn.Module) -> torch.Tensor:
     with torch.no_grad():
         return hf(IDS).logits
@@ -88,7 +76,7 @@ def test_a_sparse_run_computes_base_plus_its_file_and_switches_off_and_detaches_
         applied = attach_run(model, runs, method)
         try:
             on = logits(model)
-            assert torch.allclose(on, hf_logits(sparse_reference(runs / method / "deltas.safetensors")), atol=1e-5)
+            assert torch.allclose(on, hf_logits(sparse_edited(runs / method / "deltas.safetensors")), atol=1e-5)
             assert not torch.allclose(on, base_logits, atol=1e-4)  # the run moved something
             applied.set_enabled(False)
             assert torch.equal(logits(model), base_logits)

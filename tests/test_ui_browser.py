@@ -190,7 +190,10 @@ AXIS_POINT_JS = """([graph, x, y]) => {
 
 
 def click_heatmap_cell(page: Page, graph: str, row: int, col: int) -> None:
-    """Click the centre of one heatmap cell with the mouse."""
+    """Click the centre of one heatmap cell with the mouse, once no redraw of it is in flight
+    (a loading graph is hidden under its spinner, and a click there selects nothing)."""
+    expect(page.locator(f"#{graph}")).not_to_have_attribute("data-dash-is-loading", "true")
+    expect(page.locator(f"#{graph}")).to_be_visible()
     page.locator(f"#{graph}").scroll_into_view_if_needed()
     centre = page.evaluate(AXIS_POINT_JS, [graph, col, row])
     page.mouse.click(centre["x"], centre["y"])

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import importlib
 import json
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import dash
 import pytest
 import torch
-from dash._callback_context import context_value
-from dash._utils import AttributeDict
 from fastapi.testclient import TestClient
-from safetensors.torch import load_file
 
 from app.api.main import create_app as create_api
 from app.api.settings import Settings
@@ -29,7 +25,8 @@ from app.ui.app import create_app
 from outlier_core import finetune, train_data
 from outlier_core.masks import SelectionMask
 from outlier_core.models import LoadedModel, load_model, tiny_random_hf
-from tests.hf_reference import byte_ids, hf_forward
+from tests.hf_reference import byte_ids, hf_forward, sparse_edited
+from tests.ui_helpers import fired_by, page
 
 TEXT = "Tiny models still have residual streams."
 RUN_ID = "20990101-000000-abcdef"
@@ -58,20 +55,6 @@ def shell():
     return importlib.import_module("app.ui.app")
 
 
-def page(name: str):
-    return importlib.import_module(f"app.ui.pages.{name}")
-
-
-@contextmanager
-def fired_by(prop_id: str, value) -> Iterator[None]:
-    """Run a callback as Dash would after one user action on `prop_id`."""
-    token = context_value.set(AttributeDict(triggered_inputs=[{"prop_id": prop_id, "value": value}]))
-    try:
-        yield
-    finally:
-        context_value.reset(token)
-
-
 def button_prop(component_id: dict) -> str:
     """The prop id Dash sends for a click on a pattern-matched button."""
     return json.dumps(component_id, separators=(",", ":"), sort_keys=True) + ".n_clicks"
@@ -93,18 +76,6 @@ def layer_maxima(hf: torch.nn.Module) -> list[float]:
     hf.set_attn_implementation("eager")
     outputs, _, _ = hf_forward(hf.eval(), byte_ids(hf, TEXT))
     return [h.abs().max().item() for h in outputs]
-
-
-def sparse_reference(path: Path) -> torch.nn.Module:
-    hf, _ = tiny_random_hf()
-    params = dict(hf.named_parameters())
-    tensors = load_file(str(path))
-    with torch.no_grad():
-        for key, index in tensors.items():
-            if key.endswith(".index"):
-                name = key.removesuffix(".index")
-                params[name].view(-1)[index] += tensors[f"{name}.values"]
-    return hf
 
 
 def test_the_bar_and_the_cache_keys_say_which_deltas_are_served() -> None:
@@ -137,7 +108,7 @@ def test_apply_from_the_results_then_switch_off_and_detach_redraw_the_overview(u
     model = shell().show_health(health, model)[3]  # fetched again: the deltas changed
     assert model["deltas"] == health["deltas"]
     curve = page("overview").show_scan(prompt, model, "resid_post", "paper", base_scan)[0]  # the base scan is not reused
-    expected = layer_maxima(sparse_reference(runs_dir / RUN_ID / "mask" / "deltas.safetensors"))
+    expected = layer_maxima(sparse_edited(runs_dir / RUN_ID / "mask" / "deltas.safetensors"))
     assert list(curve.data[0].y) == pytest.approx(expected, rel=1e-4)
     assert list(curve.data[0].y) != pytest.approx(list(base_curve.data[0].y), rel=1e-4)
 

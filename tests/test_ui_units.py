@@ -13,7 +13,6 @@ import json
 import math
 import socket
 import time
-from contextlib import contextmanager
 from typing import Iterator
 
 import dash
@@ -33,6 +32,7 @@ from app.ui.client import ApiClient, ApiProblem
 from outlier_core.masks import from_json, from_safetensors_bytes
 from outlier_core.models import LoadedModel
 from tests.hf_reference import byte_ids, hf_forward
+from tests.ui_helpers import fired_by, page
 
 TEXT = "Tiny models still have residual streams."
 # The client sets a timeout per request; Starlette's TestClient, standing in for the network, ignores it.
@@ -48,20 +48,6 @@ def ui(tiny: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     settings = Settings(max_tokens=256, runs_dir=tmp_path_factory.mktemp("runs"))
     with TestClient(create_api(settings, model=tiny)) as http:
         yield create_app("http://testserver", http=http)
-
-
-def page(name: str):
-    return importlib.import_module(f"app.ui.pages.{name}")
-
-
-@contextmanager
-def fired_by(prop_id: str, value) -> Iterator[None]:
-    """Run a callback as Dash would after one user action on `prop_id`."""
-    token = context_value.set(AttributeDict(triggered_inputs=[{"prop_id": prop_id, "value": value}]))
-    try:
-        yield
-    finally:
-        context_value.reset(token)
 
 
 def flat(rows) -> list[float]:
