@@ -552,7 +552,7 @@ def list_runs(root: str | Path) -> list[dict]:
             "modified": path.stat().st_mtime,
             "mask": comparison.get("mask", {}).get("name"),
             "runs": [
-                {k: r.get(k) for k in ("name", "method", "trainable", "changed", "eval_before", "eval_after", "seconds")}
+                {k: r.get(k) for k in ("name", "method", "trainable", "changed", "eval_before", "eval_after", "seconds", "deltas")}
                 for r in comparison.get("runs", [])
             ],
         })

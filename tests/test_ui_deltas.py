@@ -129,7 +129,7 @@ def test_apply_from_the_results_then_switch_off_and_detach_redraw_the_overview(u
     assert shell().poll_health(2, health) is dash.no_update  # the API agrees: nothing applied
 
 
-def test_earlier_runs_offer_every_method(ui: dash.Dash) -> None:
+def test_earlier_runs_offer_every_method_that_saved_deltas(ui: dash.Dash) -> None:
     model = shell().show_health(shell().poll_health(1, None), None)[3]
     listed = buttons(page("finetune").list_runs(model, None))
     assert {(b["run"], b["method"], b["table"]) for b in listed} == {(RUN_ID, "mask", "runs"), (RUN_ID, "lora", "runs")}

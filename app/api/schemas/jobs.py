@@ -56,7 +56,7 @@ class RunSummaryOut(BaseModel):
     folder: str
     modified: float
     mask: str | None
-    runs: list[dict[str, Any]] = Field(description="per method: name, method, trainable, changed, eval_before, eval_after, seconds")
+    runs: list[dict[str, Any]] = Field(description="per method: name, method, trainable, changed, eval_before, eval_after, seconds, deltas (its file, or null)")
 
 
 class RunsOut(BaseModel):

@@ -196,7 +196,7 @@ def list_runs(model: dict | None, _results):
         return note("No runs yet.")
     rows = [
         [r["id"], r.get("mask") or "", run["name"], f"{run['trainable']:,}", format_value(run["eval_before"]["perplexity"]), format_value(run["eval_after"]["perplexity"]),
-         apply_button(r["id"], run["method"], "runs")]
+         apply_button(r["id"], run["method"], "runs") if run.get("deltas") else ""]
         for r in runs for run in r["runs"]
     ]
     return table(["run folder", "mask", "method", "trainable", "ppl before", "ppl after", "served model"], rows)
