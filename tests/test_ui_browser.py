@@ -199,6 +199,14 @@ def click_heatmap_cell(page: Page, graph: str, row: int, col: int) -> None:
     page.mouse.click(centre["x"], centre["y"])
 
 
+def add_dim_5_of_layer_1(page: Page, ui_url: str) -> None:
+    """Open layer 1 at (position 0, dim 5) by URL and add that dim's weights to the selection."""
+    page.goto(ui_url + "/layer?layer=1&position=0&dim=5")
+    expect(page.locator("#lx-selected")).to_contain_text("dim 5")
+    page.get_by_role("button", name="Add this dim's weights to the selection", exact=True).click()
+    expect(page.locator("#lx-mask-message")).to_contain_text("Added")
+
+
 # --- tiny model ----------------------------------------------------------------------------
 
 
@@ -249,10 +257,7 @@ def test_click_a_cell_then_set_mean_replace_zero_and_reset(tiny_stack, page: Pag
 
 def test_selection_add_suggest_export_and_load_back(tiny_stack, page: Page, tiny: LoadedModel) -> None:
     api, ui = tiny_stack
-    page.goto(ui.url + "/layer?layer=1&position=0&dim=5")
-    expect(page.locator("#lx-selected")).to_contain_text("dim 5")
-    page.get_by_role("button", name="Add this dim's weights to the selection", exact=True).click()
-    expect(page.locator("#lx-mask-message")).to_contain_text("Added")
+    add_dim_5_of_layer_1(page, ui.url)
 
     go(page, "Selection")
     table = page.locator("#sl-table")
@@ -309,10 +314,7 @@ def test_finetune_runs_to_done_and_a_long_one_cancels(tiny_stack, page: Page) ->
 
 def test_apply_a_run_then_switch_it_off_and_detach_it_from_the_bar(tiny_stack, page: Page) -> None:
     api, ui = tiny_stack
-    page.goto(ui.url + "/layer?layer=1&position=0&dim=5")
-    expect(page.locator("#lx-selected")).to_contain_text("dim 5")
-    page.get_by_role("button", name="Add this dim's weights to the selection", exact=True).click()
-    expect(page.locator("#lx-mask-message")).to_contain_text("Added")
+    add_dim_5_of_layer_1(page, ui.url)
     go(page, "Fine-tune")
     page.locator("#ft-steps").fill("4")
     page.locator("#ft-lr").fill("0.05")  # large steps: the tuned model's numbers move visibly
