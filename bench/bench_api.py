@@ -27,11 +27,11 @@ from timing import prompt_of, timed
 
 from app.api.main import create_app
 from app.api.settings import Settings
-from outlier_core.capture import scan, scan_encoded
-from outlier_core.evaluate import evaluate
-from outlier_core.interventions import Intervention
-from outlier_core.models import load_model
-from outlier_core.tokens import encode
+from outlier_core.intervene.evaluate import evaluate
+from outlier_core.intervene.interventions import Intervention
+from outlier_core.load.models import load_model
+from outlier_core.load.tokens import encode
+from outlier_core.observe.capture import scan, scan_encoded
 
 log = logging.getLogger("bench")
 

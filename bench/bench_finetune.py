@@ -37,9 +37,9 @@ def measure(args: argparse.Namespace) -> dict:
     """One method in this process: warm-up step included in the peak, step time from the rest."""
     import torch
 
-    from outlier_core import finetune, train_data
-    from outlier_core.masks import load_mask
-    from outlier_core.models import load_model
+    from outlier_core.load.models import load_model
+    from outlier_core.select.masks import load_mask
+    from outlier_core.tune import finetune, train_data
 
     model = load_model(args.model, device=args.device)
     mask = load_mask(args.mask)
@@ -93,9 +93,9 @@ def main() -> None:
         sys.stdout.write(json.dumps(measure(args)) + "\n")
         return
 
-    from outlier_core import mask_rules
-    from outlier_core.corpus import bundled
-    from outlier_core.models import load_model
+    from outlier_core.intervene.corpus import bundled
+    from outlier_core.load.models import load_model
+    from outlier_core.select import mask_rules
 
     model = load_model(args.model, device=args.device)
     prompt = mask_rules.prompt_from_text(model, bundled().text, True, 128)

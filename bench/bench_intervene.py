@@ -17,12 +17,12 @@ from typing import Callable
 import torch
 from timing import prompt_of, timed
 
-from outlier_core.capture import scan_encoded
-from outlier_core.evaluate import evaluate
-from outlier_core.interventions import Intervention
-from outlier_core.models import load_model
-from outlier_core.tokens import encode
-from outlier_core.weight_edits import WeightEdit
+from outlier_core.intervene.evaluate import evaluate
+from outlier_core.intervene.interventions import Intervention
+from outlier_core.intervene.weight_edits import WeightEdit
+from outlier_core.load.models import load_model
+from outlier_core.load.tokens import encode
+from outlier_core.observe.capture import scan_encoded
 
 PROMPT_TOKENS = 128
 

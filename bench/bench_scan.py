@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from timing import timed
 
-from outlier_core.capture import scan_encoded
-from outlier_core.gguf_cache import converted_folder
-from outlier_core.models import load_model
-from outlier_core.tokens import Encoded
+from outlier_core.load.gguf_cache import converted_folder
+from outlier_core.load.models import load_model
+from outlier_core.load.tokens import Encoded
+from outlier_core.observe.capture import scan_encoded
 
 log = logging.getLogger("bench")
 

@@ -15,8 +15,12 @@ import statistics
 import numpy as np
 from timing import timed
 
-from outlier_core.models import load_model
-from outlier_core.weights import WeightRule, model_parameters, model_weight_stats
+from outlier_core.load.models import load_model
+from outlier_core.observe.weights import (
+    WeightRule,
+    model_parameters,
+    model_weight_stats,
+)
 
 log = logging.getLogger("bench_weights")
 

@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from outlier_core.corpus import bundled
+from outlier_core.intervene.corpus import bundled
 
 
 def timed(fn: Callable[[], object], device: str = "cpu") -> float:

@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 
-from outlier_core.models import LoadedModel, load_model, tiny_random_hf
+from outlier_core.load.models import LoadedModel, load_model, tiny_random_hf
 
 # A plain English prompt written for these tests; any ordinary prose shows the same outliers.
 PROSE = (

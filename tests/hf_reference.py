@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from outlier_core.models import tiny_random_hf
+from outlier_core.load.models import tiny_random_hf
 
 
 def byte_ids(hf: torch.nn.Module, text: str, bos: bool = True) -> list[int]:

@@ -21,8 +21,8 @@ from app.api.convert import significant
 from app.api.main import create_app
 from app.api.routes.activations import MAX_CELLS
 from app.api.settings import Settings
-from outlier_core.heatmap import columns_for, dim_view
-from outlier_core.models import LoadedModel
+from outlier_core.load.models import LoadedModel
+from outlier_core.observe.heatmap import columns_for, dim_view
 from tests.hf_reference import byte_ids, hf_forward
 
 TEXT = "Tiny models still have residual streams."

@@ -23,9 +23,9 @@ from safetensors.torch import load_file
 
 from app.api.main import create_app
 from app.api.settings import Settings
-from outlier_core import finetune, train_data
-from outlier_core.masks import SelectionMask, base_parameters
-from outlier_core.models import LoadedModel, load_model, tiny_random_hf
+from outlier_core.load.models import LoadedModel, load_model, tiny_random_hf
+from outlier_core.select.masks import SelectionMask, base_parameters
+from outlier_core.tune import finetune, train_data
 from tests.hf_reference import byte_ids, sparse_edited
 
 TEXT = "Tiny models still have residual streams."

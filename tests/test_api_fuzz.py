@@ -22,11 +22,14 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
+from schemathesis.specs.openapi.checks import (
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from app.api.main import create_app
 from app.api.settings import Settings
-from outlier_core.models import LoadedModel
+from outlier_core.load.models import LoadedModel
 
 # Small enough that each example takes milliseconds on the tiny model, large enough that
 # generated texts reach the token limit.

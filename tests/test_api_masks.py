@@ -22,7 +22,7 @@ from safetensors.torch import load as load_safetensors
 
 from app.api.main import create_app
 from app.api.settings import Settings
-from outlier_core.models import LoadedModel, tiny_random_hf
+from outlier_core.load.models import LoadedModel, tiny_random_hf
 
 TEXT = "Tiny models still have residual streams."
 DOWN = "model.layers.1.mlp.down_proj.weight"

@@ -18,8 +18,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from app.api.main import create_app
 from app.api.settings import Settings
-from outlier_core.gguf_cache import converted_folder
-from outlier_core.models import LoadedModel
+from outlier_core.load.gguf_cache import converted_folder
+from outlier_core.load.models import LoadedModel
 from tests.conftest import PROSE
 
 pytestmark = pytest.mark.real

@@ -17,12 +17,17 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from outlier_core import finetune, train_data
-from outlier_core.applied_run import AppliedRun, RunNotFound, attach_run, run_folder
 from outlier_core.errors import InputError
-from outlier_core.masks import SelectionMask, base_parameters
-from outlier_core.model_cache import ModelCache, state_token
-from outlier_core.models import LoadedModel, load_model, tiny_random_hf
+from outlier_core.load.model_cache import ModelCache, state_token
+from outlier_core.load.models import LoadedModel, load_model, tiny_random_hf
+from outlier_core.select.masks import SelectionMask, base_parameters
+from outlier_core.tune import finetune, train_data
+from outlier_core.tune.applied_run import (
+    AppliedRun,
+    RunNotFound,
+    attach_run,
+    run_folder,
+)
 from tests.hf_reference import sparse_edited
 
 DOWN = "model.layers.1.mlp.down_proj.weight"  # (64, 128)

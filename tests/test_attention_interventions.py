@@ -15,10 +15,10 @@ from fastapi.testclient import TestClient
 
 from app.api.main import create_app
 from app.api.settings import Settings
-from outlier_core.capture import attention_patterns
 from outlier_core.errors import InputError
-from outlier_core.interventions import Intervention
-from outlier_core.models import LoadedModel
+from outlier_core.intervene.interventions import Intervention, attention_patterns_under
+from outlier_core.load.models import LoadedModel
+from outlier_core.observe.capture import attention_patterns
 
 TEXT = "Tiny models still have residual streams."
 LAYER = 1  # the zeroed decoder layer's output (resid_post)
@@ -61,7 +61,7 @@ def hf_patterns(hf: torch.nn.Module, ids: torch.Tensor, zero: list[tuple[int, sl
 def test_patterns_under_zero_interventions_match_plain_hf(tiny: LoadedModel, hf_tiny: torch.nn.Module, pattern_layer: int) -> None:
     ids = byte_ids(hf_tiny, TEXT)
     stack = [Intervention(LAYER, POSITION, DIM, "zero"), Intervention(LAYER, 0, "all", "zero")]
-    after = attention_patterns(tiny, TEXT, pattern_layer, interventions=stack).pattern  # (H, T, T)
+    after = attention_patterns_under(tiny, TEXT, pattern_layer, stack).pattern  # (H, T, T)
     reference = hf_patterns(hf_tiny, ids, zero=[(POSITION, DIM), (0, slice(None))])[pattern_layer]
     plain = hf_patterns(hf_tiny, ids)[pattern_layer]
     assert (reference - plain).abs().max() > 1e-2  # the intervention visibly moves the pattern ...
@@ -71,20 +71,20 @@ def test_patterns_under_zero_interventions_match_plain_hf(tiny: LoadedModel, hf_
 
 def test_one_coordinate_alone_matches_plain_hf(tiny: LoadedModel, hf_tiny: torch.nn.Module) -> None:
     ids = byte_ids(hf_tiny, TEXT)
-    after = attention_patterns(tiny, TEXT, 2, interventions=[Intervention(LAYER, POSITION, DIM)]).pattern
+    after = attention_patterns_under(tiny, TEXT, 2, [Intervention(LAYER, POSITION, DIM)]).pattern
     reference = hf_patterns(hf_tiny, ids, zero=[(POSITION, DIM)])[2]
     assert (reference - hf_patterns(hf_tiny, ids)[2]).abs().max() > 1e-3
     assert after == pytest.approx(reference, abs=1e-5)
 
 
 def test_an_intervention_after_the_captured_layer_changes_nothing(tiny: LoadedModel, hf_tiny: torch.nn.Module) -> None:
-    after = attention_patterns(tiny, TEXT, LAYER, interventions=[Intervention(LAYER, 0, "all")]).pattern
+    after = attention_patterns_under(tiny, TEXT, LAYER, [Intervention(LAYER, 0, "all")]).pattern
     assert after == pytest.approx(hf_patterns(hf_tiny, byte_ids(hf_tiny, TEXT))[LAYER], abs=1e-5)
 
 
 def test_mean_without_reference_means_is_refused(tiny: LoadedModel) -> None:
     with pytest.raises(InputError) as refused:
-        attention_patterns(tiny, TEXT, 2, interventions=[Intervention(LAYER, 0, 3, "mean")])
+        attention_patterns_under(tiny, TEXT, 2, [Intervention(LAYER, 0, 3, "mean")])
     assert refused.value.field == "mode"
 
 

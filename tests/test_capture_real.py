@@ -9,13 +9,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from outlier_core.capture import scan
-from outlier_core.detect import PAPER_RULE, RELATIVE_RULE
-from outlier_core.gguf_cache import converted_folder
-from outlier_core.models import LoadedModel
-from outlier_core.origin import trace_origin
-from outlier_core.recurrence import recurring_outliers
-from outlier_core.tokens import encode
+from outlier_core.load.gguf_cache import converted_folder
+from outlier_core.load.models import LoadedModel
+from outlier_core.load.tokens import encode
+from outlier_core.observe.capture import scan
+from outlier_core.observe.detect import PAPER_RULE, RELATIVE_RULE
+from outlier_core.observe.origin import trace_origin
+from outlier_core.observe.recurrence import recurring_outliers
 from tests.conftest import PROSE
 
 pytestmark = pytest.mark.real

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from outlier_core.capture import attention_patterns, layer_matrix, scan
-from outlier_core.detect import MassiveRule
 from outlier_core.errors import InputError
-from outlier_core.models import LoadedModel, load_model
-from outlier_core.recurrence import recurring_outliers
-from outlier_core.sites import SITES
-from outlier_core.tokens import encode
+from outlier_core.load.models import LoadedModel, load_model
+from outlier_core.load.sites import SITES
+from outlier_core.load.tokens import encode
+from outlier_core.observe.capture import attention_patterns, layer_matrix, scan
+from outlier_core.observe.detect import MassiveRule
+from outlier_core.observe.recurrence import recurring_outliers
 from tests.hf_reference import byte_ids, hf_forward
 
 TEXT = "Tiny models still have residual streams."

@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from outlier_core.detect import PAPER_RULE, FeatureRule, MassiveRule, massive_entries, outlier_features
 from outlier_core.errors import InputError
+from outlier_core.observe.detect import (
+    PAPER_RULE,
+    FeatureRule,
+    MassiveRule,
+    massive_entries,
+    outlier_features,
+)
 
 
 def hidden(T: int = 16, D: int = 32, seed: int = 0) -> torch.Tensor:

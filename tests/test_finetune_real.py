@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from app.cli.main import main as cli_main
-from outlier_core import finetune, mask_rules, train_data
-from outlier_core.baselines import lora_plan, lora_rank_for, lora_targets
-from outlier_core.corpus import from_text
 from outlier_core.errors import InputError
-from outlier_core.masks import SelectionMask, base_parameters
-from outlier_core.models import tiny_random_hf
+from outlier_core.intervene.corpus import from_text
+from outlier_core.load.models import tiny_random_hf
+from outlier_core.select import mask_rules
+from outlier_core.select.masks import SelectionMask, base_parameters
+from outlier_core.tune import finetune, train_data
+from outlier_core.tune.baselines import lora_plan, lora_rank_for, lora_targets
 from tests.conftest import PROSE
 
 DOWN = "model.layers.1.mlp.down_proj.weight"  # (64, 128) in the tiny model

@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from outlier_core.capture import scan
-from outlier_core.gguf_cache import cache_root, converted_folder
-from outlier_core.models import LoadedModel, load_model
-from outlier_core.tokens import encode
+from outlier_core.load.gguf_cache import cache_root, converted_folder
+from outlier_core.load.models import LoadedModel, load_model
+from outlier_core.load.tokens import encode
+from outlier_core.observe.capture import scan
 from tests.conftest import PROSE
 
 pytestmark = pytest.mark.real

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from outlier_core.errors import InputError
-from outlier_core.heatmap import block_max, columns_for, dim_range, dim_view, top_dims
+from outlier_core.observe.heatmap import (
+    block_max,
+    columns_for,
+    dim_range,
+    dim_view,
+    top_dims,
+)
 
 
 @pytest.fixture()

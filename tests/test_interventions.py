@@ -14,16 +14,16 @@ import pytest
 import torch
 
 from app.cli.main import main
-from outlier_core import reference_means as reference_means_module
-from outlier_core.corpus import Corpus, bundled, from_file, from_text
 from outlier_core.errors import InputError
-from outlier_core.evaluate import Loss, evaluate
-from outlier_core.interventions import Intervention, intervened
-from outlier_core.models import load_model, tiny_random_hf
-from outlier_core.reference_means import corpus_windows, reference_means
-from outlier_core.sites import hook_name
-from outlier_core.tokens import encode
-from outlier_core.weight_edits import WeightEdit, edited_weights
+from outlier_core.intervene import reference_means as reference_means_module
+from outlier_core.intervene.corpus import Corpus, bundled, from_file, from_text
+from outlier_core.intervene.evaluate import Loss, evaluate
+from outlier_core.intervene.interventions import Intervention, intervened
+from outlier_core.intervene.reference_means import corpus_windows, reference_means
+from outlier_core.intervene.weight_edits import WeightEdit, edited_weights
+from outlier_core.load.models import load_model, tiny_random_hf
+from outlier_core.load.sites import hook_name
+from outlier_core.load.tokens import encode
 
 TEXT = "A small boat crossed the bay at dawn, and the gulls followed it home."
 DOWN = "model.layers.1.mlp.down_proj.weight"

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from outlier_core.capture import scan
-from outlier_core.corpus import bundled
-from outlier_core.detect import PAPER_RULE
-from outlier_core.evaluate import evaluate
-from outlier_core.gguf_cache import converted_folder
-from outlier_core.interventions import Intervention
-from outlier_core.tokens import encode
-from outlier_core.weight_edits import WeightEdit
+from outlier_core.intervene.corpus import bundled
+from outlier_core.intervene.evaluate import evaluate
+from outlier_core.intervene.interventions import Intervention
+from outlier_core.intervene.weight_edits import WeightEdit
+from outlier_core.load.gguf_cache import converted_folder
+from outlier_core.load.tokens import encode
+from outlier_core.observe.capture import scan
+from outlier_core.observe.detect import PAPER_RULE
 
 pytestmark = pytest.mark.real
 

@@ -9,10 +9,10 @@ import time
 import pytest
 import torch
 
-from outlier_core import finetune, train_data
 from outlier_core.errors import InputError
-from outlier_core.jobs import JobRunner
-from outlier_core.masks import SelectionMask, base_parameters
+from outlier_core.select.masks import SelectionMask, base_parameters
+from outlier_core.tune import finetune, train_data
+from outlier_core.tune.jobs import JobRunner
 
 
 def looping(steps: int, started: threading.Event | None = None):

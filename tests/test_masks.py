@@ -13,10 +13,16 @@ import torch
 from safetensors.torch import load_file
 
 from app.cli.main import main as cli_main
-from outlier_core import mask_rules
 from outlier_core.errors import InputError
-from outlier_core.masks import SelectionMask, base_parameters, from_json, from_safetensors_bytes, load_mask
-from outlier_core.models import load_model
+from outlier_core.load.models import load_model
+from outlier_core.select import mask_rules
+from outlier_core.select.masks import (
+    SelectionMask,
+    base_parameters,
+    from_json,
+    from_safetensors_bytes,
+    load_mask,
+)
 from tests.conftest import PROSE
 
 Q = "model.layers.1.self_attn.q_proj.weight"  # (64, 64)

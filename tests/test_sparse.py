@@ -14,12 +14,12 @@ from typing import Iterator
 import pytest
 import torch
 
-from outlier_core import finetune, train_data
-from outlier_core.baselines import FullTuning
 from outlier_core.errors import InputError
-from outlier_core.masks import SelectionMask, base_parameters
-from outlier_core.models import load_model, tiny_random_hf
-from outlier_core.sparse import SparseTuner, apply_deltas, parameter_slots
+from outlier_core.load.models import load_model, tiny_random_hf
+from outlier_core.select.masks import SelectionMask, base_parameters
+from outlier_core.tune import finetune, train_data
+from outlier_core.tune.baselines import FullTuning
+from outlier_core.tune.sparse import SparseTuner, apply_deltas, parameter_slots
 
 DOWN = "model.layers.1.mlp.down_proj.weight"  # (64, 128)
 Q = "model.layers.2.self_attn.q_proj.weight"  # (64, 64)

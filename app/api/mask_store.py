@@ -15,7 +15,7 @@ from pathlib import Path
 
 from app.api.errors import ApiError
 from outlier_core.errors import InputError
-from outlier_core.masks import SelectionMask, load_mask
+from outlier_core.select.masks import SelectionMask, load_mask
 
 log = logging.getLogger(__name__)
 

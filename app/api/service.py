@@ -6,7 +6,7 @@ model against anything outside the request path (a model swap waits for the pass
 flight). Health and job status read plain attributes and never touch either, so they
 answer during a forward pass. Fine-tune jobs train a copy of their own (`load_like`).
 
-The served model may carry one fine-tune run's deltas (`outlier_core.applied_run`):
+The served model may carry one fine-tune run's deltas (`outlier_core.tune.applied_run`):
 attached, switched and merged under the same lock as any model work, dropped with the
 model when another one loads. Its description is kept beside the status, so health
 reports it without waiting for the lock.
@@ -26,9 +26,9 @@ import anyio
 import anyio.to_thread
 
 from app.api.errors import ApiError
-from outlier_core.applied_run import AppliedRun, attach_run
-from outlier_core.masks import model_shapes
-from outlier_core.models import LoadedModel, load_model
+from outlier_core.load.models import LoadedModel, load_model
+from outlier_core.select.masks import model_shapes
+from outlier_core.tune.applied_run import AppliedRun, attach_run
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -26,7 +26,7 @@ def add_text_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model_for(args: argparse.Namespace) -> Any:
-    from outlier_core.models import ModelNotAvailable, load_model
+    from outlier_core.load.models import ModelNotAvailable, load_model
 
     try:
         return load_model(args.model, device=args.device, dtype=args.dtype)

@@ -16,7 +16,7 @@ import time
 from app.cli.common import add_model_arguments, emit_json, emit_lines, finite_float
 from app.cli.mask_cmd import positive_int
 
-BASELINES = ("random", "ln", "lora", "full")  # mirrors outlier_core.finetune.METHODS
+BASELINES = ("random", "ln", "lora", "full")  # mirrors outlier_core.tune.finetune.METHODS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,9 +57,9 @@ def run(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from app.cli.common import load_model_for
-    from outlier_core.finetune import compare
-    from outlier_core.masks import load_mask
-    from outlier_core.train_data import TrainConfig, load_corpus, make_data
+    from outlier_core.select.masks import load_mask
+    from outlier_core.tune.finetune import compare
+    from outlier_core.tune.train_data import TrainConfig, load_corpus, make_data
 
     config = TrainConfig(
         steps=args.steps,

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from app.cli.common import CliError, add_model_arguments, add_text_arguments, emit_json, emit_lines
+from app.cli.common import (
+    CliError,
+    add_model_arguments,
+    add_text_arguments,
+    emit_json,
+    emit_lines,
+)
 
 # Core errors name the coordinate field; on the command line those come from --at or --weight.
 FLAG_OF_FIELD = {"layer": "--at", "position": "--at", "dim": "--at", "parameter": "--weight", "index": "--weight"}
@@ -90,11 +96,11 @@ def report(result, model_name: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> None:
     from app.cli.common import load_model_for
-    from outlier_core.corpus import from_file
     from outlier_core.errors import InputError
-    from outlier_core.evaluate import evaluate
-    from outlier_core.interventions import Intervention
-    from outlier_core.weight_edits import WeightEdit
+    from outlier_core.intervene.corpus import from_file
+    from outlier_core.intervene.evaluate import evaluate
+    from outlier_core.intervene.interventions import Intervention
+    from outlier_core.intervene.weight_edits import WeightEdit
 
     if not args.at and not args.weight:
         raise CliError("--at or --weight: give at least one coordinate to intervene on")

@@ -10,7 +10,7 @@ import argparse
 
 from app.cli.common import add_model_arguments, emit_json, emit_lines, finite_float
 
-RULES = ("super_weights", "norm_outliers", "attention_reads", "ffn_reads")  # mirrors outlier_core.mask_rules.RULES
+RULES = ("super_weights", "norm_outliers", "attention_reads", "ffn_reads")  # mirrors outlier_core.select.mask_rules.RULES
 
 
 def rule_list(value: str) -> tuple[str, ...]:
@@ -63,7 +63,7 @@ def describe(mask, found: dict | None = None, budget: int | None = None) -> list
 
 def run(args: argparse.Namespace) -> None:
     if args.mask_command == "show":
-        from outlier_core.masks import load_mask
+        from outlier_core.select.masks import load_mask
 
         mask = load_mask(args.mask)
         emit_json(mask.summary_json()) if args.json else emit_lines(describe(mask))
@@ -73,9 +73,13 @@ def run(args: argparse.Namespace) -> None:
 
 def run_suggest(args: argparse.Namespace) -> None:
     from app.cli.common import load_model_for
-    from outlier_core.train_data import load_corpus
-    from outlier_core.mask_rules import RuleConfig, prompt_from_text, suggest_mask
-    from outlier_core.weights import WeightRule
+    from outlier_core.observe.weights import WeightRule
+    from outlier_core.select.mask_rules import (
+        RuleConfig,
+        prompt_from_text,
+        suggest_mask,
+    )
+    from outlier_core.tune.train_data import load_corpus
 
     config = RuleConfig(
         rules=args.rules,

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from app.cli.common import add_model_arguments, add_text_arguments, emit_json, emit_lines, parse_coordinate
+from app.cli.common import (
+    add_model_arguments,
+    add_text_arguments,
+    emit_json,
+    emit_lines,
+    parse_coordinate,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +35,7 @@ def report(origin) -> list[str]:
 def run(args: argparse.Namespace) -> None:
     from app.cli.common import CliError, load_model_for
     from outlier_core.errors import InputError
-    from outlier_core.origin import trace_origin
+    from outlier_core.observe.origin import trace_origin
 
     layer, position, dim = args.at
     model = load_model_for(args)

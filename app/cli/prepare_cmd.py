@@ -15,7 +15,7 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     from app.cli.common import CliError
-    from outlier_core.models import ModelNotAvailable, resolve_spec
+    from outlier_core.load.models import ModelNotAvailable, resolve_spec
 
     for name in args.models:
         try:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from app.cli.common import add_model_arguments, add_text_arguments, emit_json, emit_lines, finite_float
+from app.cli.common import (
+    add_model_arguments,
+    add_text_arguments,
+    emit_json,
+    emit_lines,
+    finite_float,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def rule_from(args: argparse.Namespace):
     from dataclasses import replace
 
-    from outlier_core.detect import PAPER_RULE, RELATIVE_RULE
+    from outlier_core.observe.detect import PAPER_RULE, RELATIVE_RULE
 
     rule = RELATIVE_RULE if args.relative else PAPER_RULE
     overrides = {"abs_threshold": args.abs_threshold, "median_ratio": args.median_ratio}
@@ -43,7 +49,7 @@ def report(scan) -> list[str]:
 
 def run(args: argparse.Namespace) -> None:
     from app.cli.common import load_model_for
-    from outlier_core.capture import scan
+    from outlier_core.observe.capture import scan
 
     rule = rule_from(args)
     model = load_model_for(args)

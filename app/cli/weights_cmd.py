@@ -79,8 +79,8 @@ def lod_table(lod) -> list[str]:
 
 def massive_dims(model) -> list[int]:
     """Dims of the massive activations on the built-in sentence (paper rule), largest first."""
-    from outlier_core.capture import scan
-    from outlier_core.detect import PAPER_RULE
+    from outlier_core.observe.capture import scan
+    from outlier_core.observe.detect import PAPER_RULE
 
     log.info("scanning a short sentence for massive dims")
     found = scan(model, SCAN_TEXT, prepend_bos=True, rule=PAPER_RULE).massive
@@ -89,8 +89,13 @@ def massive_dims(model) -> list[int]:
 
 def run(args: argparse.Namespace) -> None:
     from app.cli.common import load_model_for
-    from outlier_core.owl import layer_outlier_ratios
-    from outlier_core.weights import DEFAULT_K, WeightRule, model_weight_stats, norm_at_dims
+    from outlier_core.observe.owl import layer_outlier_ratios
+    from outlier_core.observe.weights import (
+        DEFAULT_K,
+        WeightRule,
+        model_weight_stats,
+        norm_at_dims,
+    )
 
     rule = WeightRule(args.rule, DEFAULT_K[args.rule] if args.k is None else args.k)
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())

@@ -22,7 +22,7 @@ PRESETS: dict[str, str] = {
 PRESET_LABELS = {"prose": "Prose", "delimiters": "Delimiters", "code": "Code", "numbers": "Numbers"}
 DEFAULT_PROMPT = {"text": PRESETS["prose"], "prepend_bos": True}
 
-# Sites an activation can be read and intervened at (outlier_core.sites), with plain labels.
+# Sites an activation can be read and intervened at (outlier_core.load.sites), with plain labels.
 SITES: dict[str, str] = {
     "resid_post": "residual stream after the block (resid_post)",
     "resid_pre": "residual stream into the block (resid_pre)",

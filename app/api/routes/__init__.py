@@ -5,7 +5,18 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from app.api.deps import require_api_key
-from app.api.routes import activations, attention, deltas, health, intervene, jobs, masks, model, scan, weights
+from app.api.routes import (
+    activations,
+    attention,
+    deltas,
+    health,
+    intervene,
+    jobs,
+    masks,
+    model,
+    scan,
+    weights,
+)
 
 api_router = APIRouter(prefix="/api")
 api_router.include_router(health.router)

@@ -8,9 +8,9 @@ from app.api.convert import significant
 from app.api.deps import ServiceDep, SettingsDep
 from app.api.schemas.common import MODEL_RESPONSES
 from app.api.schemas.scan import ActivationsIn, ActivationsOut
-from outlier_core.capture import layer_matrix
-from outlier_core.heatmap import columns_for, dim_view
-from outlier_core.models import LoadedModel
+from outlier_core.load.models import LoadedModel
+from outlier_core.observe.capture import layer_matrix
+from outlier_core.observe.heatmap import columns_for, dim_view
 
 router = APIRouter(tags=["activations"])
 

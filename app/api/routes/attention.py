@@ -11,11 +11,13 @@ from app.api.deps import ServiceDep, SettingsDep
 from app.api.routes.intervene import checked_interventions
 from app.api.schemas.common import MODEL_RESPONSES
 from app.api.schemas.scan import AttentionIn, AttentionOut
-from outlier_core.capture import attention_patterns, check_layer
 from outlier_core.errors import InputError
-from outlier_core.models import LoadedModel
-from outlier_core.reference_means import reference_means
-from outlier_core.tokens import encode
+from outlier_core.intervene.interventions import attention_patterns_under
+from outlier_core.intervene.reference_means import reference_means
+from outlier_core.load.hooks import check_layer
+from outlier_core.load.models import LoadedModel
+from outlier_core.load.tokens import encode
+from outlier_core.observe.capture import attention_patterns
 
 router = APIRouter(tags=["attention"])
 
@@ -51,7 +53,7 @@ def _attention(model: LoadedModel, body: AttentionIn, max_tokens: int) -> dict:
     if interventions:
         # The same reference means as /api/intervene, so a mean-replace means the same thing on both.
         means = {iv.site: reference_means(model, iv.site, prepend_bos=body.prepend_bos) for iv in interventions if iv.mode == "mean"}
-        after = attention_patterns(model, body.text, body.layer, body.prepend_bos, interventions=interventions, means=means)
+        after = attention_patterns_under(model, body.text, body.layer, interventions, means, body.prepend_bos)
         pattern_after = _shown(after.pattern, heads, body.mean_heads)  # (H', T, T)
         answer["patterns_after"] = decimals(pattern_after)
         answer["sink_share_after"] = pattern_after[:, :, 0].mean(dim=-1).tolist()  # (H',)

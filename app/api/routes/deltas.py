@@ -13,7 +13,7 @@ from app.api.deps import ServiceDep, SettingsDep
 from app.api.errors import ApiError
 from app.api.schemas.common import ERROR_RESPONSES, MODEL_RESPONSES, error
 from app.api.schemas.deltas import ApplyRunIn, DeltasOut, SwitchIn
-from outlier_core.applied_run import RunNotFound, run_folder
+from outlier_core.tune.applied_run import RunNotFound, run_folder
 
 router = APIRouter(prefix="/model/deltas", tags=["deltas"])
 

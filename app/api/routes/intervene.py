@@ -10,13 +10,13 @@ from fastapi import APIRouter
 from app.api.deps import ServiceDep, SettingsDep
 from app.api.schemas.common import DELTAS_ATTACHED, MODEL_RESPONSES
 from app.api.schemas.intervene import IntervenIn, IntervenOut, InterventionIn, WeightIn
-from outlier_core.corpus import bundled, from_text
 from outlier_core.errors import InputError
-from outlier_core.evaluate import evaluate
-from outlier_core.interventions import Intervention
-from outlier_core.models import LoadedModel
-from outlier_core.tokens import encode
-from outlier_core.weight_edits import WeightEdit, resolve_parameter
+from outlier_core.intervene.corpus import bundled, from_text
+from outlier_core.intervene.evaluate import evaluate
+from outlier_core.intervene.interventions import Intervention
+from outlier_core.intervene.weight_edits import WeightEdit, resolve_parameter
+from outlier_core.load.models import LoadedModel
+from outlier_core.load.tokens import encode
 
 router = APIRouter(tags=["interventions"])
 

@@ -19,13 +19,13 @@ from app.api.mask_store import MaskStore
 from app.api.schemas.common import ERROR_RESPONSES, MODEL_RESPONSES, error
 from app.api.schemas.jobs import FinetuneIn, JobOut, JobsOut, RunsOut
 from app.api.service import load_like
-from outlier_core.corpus import bundled, from_text
 from outlier_core.errors import InputError
-from outlier_core.finetune import comparison_job, list_runs
-from outlier_core.jobs import JobContext, JobRunner, JobStatus
-from outlier_core.masks import SelectionMask
-from outlier_core.models import LoadedModel
-from outlier_core.train_data import TokenData, TrainConfig, make_data
+from outlier_core.intervene.corpus import bundled, from_text
+from outlier_core.load.models import LoadedModel
+from outlier_core.select.masks import SelectionMask
+from outlier_core.tune.finetune import comparison_job, list_runs
+from outlier_core.tune.jobs import JobContext, JobRunner, JobStatus
+from outlier_core.tune.train_data import TokenData, TrainConfig, make_data
 
 router = APIRouter(tags=["jobs"])
 

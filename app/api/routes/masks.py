@@ -12,13 +12,30 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from app.api.deps import MasksDep, ServiceDep
 from app.api.mask_store import MaskStore
 from app.api.schemas.common import ERROR_RESPONSES, MODEL_RESPONSES, error
-from app.api.schemas.masks import MaskChangeIn, MaskCreateIn, MaskOut, MasksOut, SuggestIn, SuggestionOut
-from outlier_core.corpus import bundled
+from app.api.schemas.masks import (
+    MaskChangeIn,
+    MaskCreateIn,
+    MaskOut,
+    MasksOut,
+    SuggestIn,
+    SuggestionOut,
+)
 from outlier_core.errors import InputError
-from outlier_core.mask_rules import RuleConfig, dim_parts, prompt_from_text, suggest_mask
-from outlier_core.masks import SelectionMask, from_json, from_safetensors_bytes, model_shapes
-from outlier_core.models import LoadedModel
-from outlier_core.weights import WeightRule
+from outlier_core.intervene.corpus import bundled
+from outlier_core.load.models import LoadedModel
+from outlier_core.observe.weights import WeightRule
+from outlier_core.select.mask_rules import (
+    RuleConfig,
+    dim_parts,
+    prompt_from_text,
+    suggest_mask,
+)
+from outlier_core.select.masks import (
+    SelectionMask,
+    from_json,
+    from_safetensors_bytes,
+    model_shapes,
+)
 
 router = APIRouter(prefix="/masks", tags=["masks"])
 

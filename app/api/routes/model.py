@@ -10,8 +10,19 @@ from fastapi import APIRouter
 from app.api.deps import ServiceDep, SettingsDep
 from app.api.errors import ApiError
 from app.api.schemas.common import ERROR_RESPONSES, MODEL_RESPONSES, error
-from app.api.schemas.model import LoadModelIn, LoadModelOut, ModelOut, ModelsOut, RegistryEntryOut
-from outlier_core.models import REGISTRY, ModelNotAvailable, parse_dtype, resolve_spec
+from app.api.schemas.model import (
+    LoadModelIn,
+    LoadModelOut,
+    ModelOut,
+    ModelsOut,
+    RegistryEntryOut,
+)
+from outlier_core.load.models import (
+    REGISTRY,
+    ModelNotAvailable,
+    parse_dtype,
+    resolve_spec,
+)
 
 router = APIRouter(tags=["model"])
 

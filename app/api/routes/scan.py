@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from app.api.deps import ServiceDep, SettingsDep
 from app.api.schemas.common import MODEL_RESPONSES
 from app.api.schemas.scan import ScanIn, ScanOut
-from outlier_core.capture import scan as scan_prompt
+from outlier_core.observe.capture import scan as scan_prompt
 
 router = APIRouter(tags=["activations"])
 

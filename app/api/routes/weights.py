@@ -8,11 +8,26 @@ from fastapi import APIRouter, Query
 
 from app.api.deps import ServiceDep
 from app.api.schemas.common import DELTAS_ATTACHED, MODEL_RESPONSES
-from app.api.schemas.weights import NormsAtDimsOut, NormsAtDimsQuery, ParameterStatsOut, TensorQuery, WeightsOut, WeightsQuery
+from app.api.schemas.weights import (
+    NormsAtDimsOut,
+    NormsAtDimsQuery,
+    ParameterStatsOut,
+    TensorQuery,
+    WeightsOut,
+    WeightsQuery,
+)
 from outlier_core.errors import InputError
-from outlier_core.model_cache import ModelCache
-from outlier_core.models import LoadedModel
-from outlier_core.weights import KINDS, QUANTIZED_NOTE, ParameterStats, model_parameters, model_weight_stats, norm_at_dims, tensor_stats
+from outlier_core.load.model_cache import ModelCache
+from outlier_core.load.models import LoadedModel
+from outlier_core.observe.weights import (
+    KINDS,
+    QUANTIZED_NOTE,
+    ParameterStats,
+    model_parameters,
+    model_weight_stats,
+    norm_at_dims,
+    tensor_stats,
+)
 
 router = APIRouter(prefix="/weights", tags=["weights"])
 

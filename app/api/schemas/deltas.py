@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from app.api.schemas.common import Request
-from outlier_core.applied_run import RUN_ID
-from outlier_core.finetune import METHODS
+from outlier_core.tune.applied_run import RUN_ID
+from outlier_core.tune.finetune import METHODS
 
 Method = Literal[METHODS]  # type: ignore[valid-type]
 

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, Field, ValidationInfo, field_validator
 
 from app.api.schemas.common import FiniteFloat, Request, Site, Text
-from outlier_core.corpus import BUNDLED, MAX_FILE_BYTES
+from outlier_core.intervene.corpus import BUNDLED, MAX_FILE_BYTES
 
 Selector = int | list[int] | Literal["all"]
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from app.api.schemas.common import FiniteFloat, Request
-from outlier_core.corpus import BUNDLED, MAX_FILE_BYTES
+from outlier_core.intervene.corpus import BUNDLED, MAX_FILE_BYTES
 
 Baseline = Literal["random", "ln", "lora", "full"]
 

@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from app.api.schemas.common import FiniteFloat, Request
-from outlier_core.corpus import BUNDLED
-from outlier_core.mask_rules import ROLES, RULES
+from outlier_core.intervene.corpus import BUNDLED
+from outlier_core.select.mask_rules import ROLES, RULES
 
 Role = Literal[ROLES]  # type: ignore[valid-type]
 RuleName = Literal[RULES]  # type: ignore[valid-type]

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from app.api.schemas.common import FiniteFloat, Request, Site, Text
 from app.api.schemas.intervene import InterventionIn
-from outlier_core.detect import PAPER_RULE, MassiveRule
+from outlier_core.observe.detect import PAPER_RULE, MassiveRule
 
 
 class ScanIn(Request):

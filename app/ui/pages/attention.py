@@ -9,7 +9,15 @@ from dash import Input, Output, State, dcc, html, no_update
 
 from app.ui import figures, ids
 from app.ui.client import ApiProblem
-from app.ui.components import WAITING, api, labelled, layer_marks, note, problem_box, spinner
+from app.ui.components import (
+    WAITING,
+    api,
+    labelled,
+    layer_marks,
+    note,
+    problem_box,
+    spinner,
+)
 from app.ui.state import describe_intervention, model_key, prompt_key
 
 dash.register_page(__name__, path="/attention", name="Attention", order=2, title="Outlier Lab · Attention")

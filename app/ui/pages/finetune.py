@@ -13,7 +13,18 @@ from dash import ALL, Input, Output, State, dcc, html, no_update
 
 from app.ui import figures, ids
 from app.ui.client import ApiProblem
-from app.ui.components import WAITING, api, card, labelled, mask_line, note, problem_box, spinner, table, user_action
+from app.ui.components import (
+    WAITING,
+    api,
+    card,
+    labelled,
+    mask_line,
+    note,
+    problem_box,
+    spinner,
+    table,
+    user_action,
+)
 from app.ui.state import format_value
 
 dash.register_page(__name__, path="/finetune", name="Fine-tune", order=5, title="Outlier Lab · Fine-tune")

@@ -8,7 +8,20 @@ from dash import Input, Output, State, ctx, dcc, html, no_update
 
 from app.ui import figures, ids
 from app.ui.client import ApiProblem
-from app.ui.components import WAITING, add_to_mask, api, card, labelled, layer_marks, mask_line, note, problem_box, spinner, table, user_action
+from app.ui.components import (
+    WAITING,
+    add_to_mask,
+    api,
+    card,
+    labelled,
+    layer_marks,
+    mask_line,
+    note,
+    problem_box,
+    spinner,
+    table,
+    user_action,
+)
 from app.ui.state import (
     SITES,
     coordinate_from_click,

@@ -8,8 +8,24 @@ from dash import Input, Output, State, dcc, html
 
 from app.ui import figures, ids
 from app.ui.client import ApiProblem
-from app.ui.components import WAITING, api, card, labelled, note, problem_box, spinner, table
-from app.ui.state import SITES, format_value, massive_groups, model_key, prompt_key, recurring
+from app.ui.components import (
+    WAITING,
+    api,
+    card,
+    labelled,
+    note,
+    problem_box,
+    spinner,
+    table,
+)
+from app.ui.state import (
+    SITES,
+    format_value,
+    massive_groups,
+    model_key,
+    prompt_key,
+    recurring,
+)
 
 dash.register_page(__name__, path="/", name="Overview", order=0, title="Outlier Lab · Overview")
 

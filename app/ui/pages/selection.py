@@ -10,7 +10,17 @@ from dash import Input, Output, State, dcc, html, no_update
 
 from app.ui import ids
 from app.ui.client import ApiProblem
-from app.ui.components import api, card, labelled, mask_line, note, problem_box, spinner, table, user_action
+from app.ui.components import (
+    api,
+    card,
+    labelled,
+    mask_line,
+    note,
+    problem_box,
+    spinner,
+    table,
+    user_action,
+)
 
 dash.register_page(__name__, path="/selection", name="Selection", order=4, title="Outlier Lab · Selection")
 

@@ -9,7 +9,20 @@ from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 
 from app.ui import figures, ids
 from app.ui.client import ApiProblem
-from app.ui.components import WAITING, add_to_mask, api, card, labelled, layer_marks, mask_line, note, problem_box, spinner, table, user_action
+from app.ui.components import (
+    WAITING,
+    add_to_mask,
+    api,
+    card,
+    labelled,
+    layer_marks,
+    mask_line,
+    note,
+    problem_box,
+    spinner,
+    table,
+    user_action,
+)
 from app.ui.state import model_key, prompt_key
 
 dash.register_page(__name__, path="/weights", name="Weights", order=3, title="Outlier Lab · Weights")

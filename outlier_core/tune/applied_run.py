@@ -21,12 +21,12 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 
-from outlier_core.baselines import FullTuning, LoraTuning
 from outlier_core.errors import InputError
-from outlier_core.finetune import COORDINATE_METHODS, METHODS
-from outlier_core.masks import load_mask, model_shapes
-from outlier_core.models import LoadedModel
-from outlier_core.sparse import SparseTuner, apply_deltas
+from outlier_core.load.models import LoadedModel
+from outlier_core.select.masks import load_mask, model_shapes
+from outlier_core.tune.baselines import FullTuning, LoraTuning
+from outlier_core.tune.finetune import COORDINATE_METHODS, METHODS
+from outlier_core.tune.sparse import SparseTuner, apply_deltas
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")  # one folder name under the runs directory, never a path
 

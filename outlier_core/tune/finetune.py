@@ -33,17 +33,17 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from outlier_core import mask_rules
-from outlier_core.baselines import FullTuning, LoraTuning, lora_plan, lora_targets
-from outlier_core.capture import scan_encoded
-from outlier_core.detect import RELATIVE_RULE
 from outlier_core.errors import InputError
-from outlier_core.masks import SelectionMask
-from outlier_core.models import LoadedModel
-from outlier_core.sparse import SparseTuner, effective_weights
-from outlier_core.tokens import Encoded
-from outlier_core.train_data import TokenData, TrainConfig, batches
-from outlier_core.weights import WeightRule, weight_outlier_mask
+from outlier_core.load.models import LoadedModel
+from outlier_core.load.tokens import Encoded
+from outlier_core.observe.capture import scan_encoded
+from outlier_core.observe.detect import RELATIVE_RULE
+from outlier_core.observe.weights import WeightRule, weight_outlier_mask
+from outlier_core.select import mask_rules
+from outlier_core.select.masks import SelectionMask
+from outlier_core.tune.baselines import FullTuning, LoraTuning, lora_plan, lora_targets
+from outlier_core.tune.sparse import SparseTuner, effective_weights
+from outlier_core.tune.train_data import TokenData, TrainConfig, batches
 
 log = logging.getLogger(__name__)
 

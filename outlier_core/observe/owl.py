@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import torch
 
-from outlier_core.capture import run_hooked
 from outlier_core.errors import InputError
-from outlier_core.models import LoadedModel
-from outlier_core.tokens import encode
-from outlier_core.weights import model_parameters
+from outlier_core.load.hooks import run_hooked
+from outlier_core.load.models import LoadedModel
+from outlier_core.load.tokens import encode
+from outlier_core.observe.weights import model_parameters
 
 OWL_M = 5.0  # OWL's default: an outlier scores above 5x its layer's mean
 

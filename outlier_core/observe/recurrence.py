@@ -6,9 +6,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
-from outlier_core.capture import scan
-from outlier_core.detect import PAPER_RULE, MassiveRule
-from outlier_core.models import LoadedModel
+from outlier_core.load.models import LoadedModel
+from outlier_core.observe.capture import scan
+from outlier_core.observe.detect import PAPER_RULE, MassiveRule
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from typing import Any, Callable
 
 import torch
 
-from outlier_core.gguf_cache import cache_root, converted_folder
-from outlier_core.tokenizers import byte_tokenizer
+from outlier_core.load.gguf_cache import cache_root, converted_folder
+from outlier_core.load.tokenizers import byte_tokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 log = logging.getLogger(__name__)

@@ -22,14 +22,26 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from outlier_core.capture import check_layer, run_hooked
-from outlier_core.detect import RELATIVE_RULE, FeatureRule, MassiveRule, massive_entries, outlier_features
 from outlier_core.errors import InputError
-from outlier_core.masks import MaskPart, SelectionMask, base_parameters, make_part, model_shapes
-from outlier_core.models import LoadedModel
-from outlier_core.sites import hook_name
-from outlier_core.tokens import Encoded
-from outlier_core.weights import WeightRule, weight_outlier_mask
+from outlier_core.load.hooks import check_layer, run_hooked
+from outlier_core.load.models import LoadedModel
+from outlier_core.load.sites import hook_name
+from outlier_core.load.tokens import Encoded
+from outlier_core.observe.detect import (
+    RELATIVE_RULE,
+    FeatureRule,
+    MassiveRule,
+    massive_entries,
+    outlier_features,
+)
+from outlier_core.observe.weights import WeightRule, weight_outlier_mask
+from outlier_core.select.masks import (
+    MaskPart,
+    SelectionMask,
+    base_parameters,
+    make_part,
+    model_shapes,
+)
 
 ATTENTION_READS = ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight")
 MLP_READS = ("mlp.gate_proj.weight", "mlp.up_proj.weight")
@@ -91,14 +103,6 @@ def dim_parts(model: LoadedModel, layer: int, dim: int, roles: tuple[str, ...] =
             if name:
                 parts.append(make_part(name, "rows", [dim], f"{source}: writes it", shapes[name]))
     return parts
-
-
-def mask_from_dims(model: LoadedModel, dims: list[tuple[int, int]], name: str, roles: tuple[str, ...] = ROLES) -> SelectionMask:
-    """A mask of everything that scales, reads or writes the given (layer, dim) pairs."""
-    mask = SelectionMask.empty(model, name)
-    shapes, _ = model_shapes(model)
-    parts = [part for layer, dim in dims for part in dim_parts(model, layer, dim, roles)]
-    return mask.with_parts(parts, shapes)
 
 
 @dataclass(frozen=True)

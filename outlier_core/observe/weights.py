@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from outlier_core.errors import InputError
-from outlier_core.models import LoadedModel
+from outlier_core.load.models import LoadedModel
 
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 DEFAULT_BINS = 64

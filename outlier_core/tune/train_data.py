@@ -16,9 +16,16 @@ from typing import Iterator
 
 import torch
 
-from outlier_core.corpus import BUNDLED, DEFAULT_CORPUS, MAX_FILE_BYTES, Corpus, bundled, from_file
 from outlier_core.errors import InputError
-from outlier_core.models import LoadedModel
+from outlier_core.intervene.corpus import (
+    BUNDLED,
+    DEFAULT_CORPUS,
+    MAX_FILE_BYTES,
+    Corpus,
+    bundled,
+    from_file,
+)
+from outlier_core.load.models import LoadedModel
 
 CHECKPOINT_CHOICES = ("auto", "on", "off")
 

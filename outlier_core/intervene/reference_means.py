@@ -16,14 +16,13 @@ from typing import Callable
 
 import torch
 
-from outlier_core.capture import run_hooked
-from outlier_core.corpus import Corpus, bundled
-from outlier_core.detect import RELATIVE_RULE, MassiveRule
-from outlier_core.interventions import site_width
-from outlier_core.model_cache import ModelCache
-from outlier_core.models import LoadedModel
-from outlier_core.sites import canonical_site, hook_name
-from outlier_core.tokens import encode
+from outlier_core.intervene.corpus import Corpus, bundled
+from outlier_core.load.hooks import run_hooked
+from outlier_core.load.model_cache import ModelCache
+from outlier_core.load.models import LoadedModel
+from outlier_core.load.sites import canonical_site, hook_name, site_width
+from outlier_core.load.tokens import encode
+from outlier_core.observe.detect import RELATIVE_RULE, MassiveRule
 
 log = logging.getLogger(__name__)
 

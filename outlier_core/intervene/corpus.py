@@ -16,7 +16,7 @@ from outlier_core.errors import InputError
 
 BUNDLED = ("prose", "code")
 DEFAULT_CORPUS = "prose"
-DATA_DIR = Path(__file__).parent / "data"  # packaged as outlier_core/data/*.txt
+DATA_DIR = Path(__file__).parents[1] / "data"  # packaged as outlier_core/data/*.txt
 MAX_FILE_BYTES = 2_000_000  # an evaluation file is read whole; keep requests bounded
 
 

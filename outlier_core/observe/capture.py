@@ -8,21 +8,20 @@ larger than a summary outlives the forward pass.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import torch
 
-from outlier_core.detect import INT8_RULE, PAPER_RULE, FeatureRule, MassiveRule, OutlierFeature, massive_mask, outlier_features
 from outlier_core.errors import InputError
-from outlier_core.models import LoadedModel
-from outlier_core.sites import canonical_site, hook_name, pattern_hook
-from outlier_core.tokens import Encoded, encode
-
-if TYPE_CHECKING:
-    from outlier_core.interventions import Intervention
-    from outlier_core.reference_means import ReferenceMeans
-
-Hook = tuple[str, Callable]
+from outlier_core.load.hooks import Hook, check_layer, run_hooked
+from outlier_core.load.models import LoadedModel
+from outlier_core.load.sites import canonical_site, hook_name, pattern_hook
+from outlier_core.load.tokens import Encoded, encode
+from outlier_core.observe.detect import (
+    PAPER_RULE,
+    MassiveRule,
+    massive_mask,
+)
 
 
 @dataclass(frozen=True)
@@ -87,30 +86,6 @@ class Scan:
             "massive": [{"layer": m.layer, "position": m.position, "dim": m.dim, "value": m.value} for m in self.massive],
             "sink_share": list(self.sink_share),
         }
-
-
-def check_layer(model: LoadedModel, layer: int) -> None:
-    if not 0 <= layer < model.n_layers:
-        raise InputError("layer", f"{layer} is out of range; the model has layers 0..{model.n_layers - 1}")
-
-
-def _skip_unembed(x: torch.Tensor, *, hook) -> None:
-    from transformer_lens.model_bridge.exceptions import StopAtLayerException
-
-    raise StopAtLayerException(x)  # the bridge's own early exit, caught inside its forward
-
-
-def run_hooked(model: LoadedModel, ids: torch.Tensor, hooks: list[Hook], stop_at_layer: int | None = None) -> None:
-    """One forward pass with temporary hooks; the hooks are gone afterwards, even on error.
-
-    `stop_at_layer=k` runs blocks 0..k-1 only; `k = n_layers` runs every block but skips
-    the final norm and the unembedding (~10% of a small model's forward), which no
-    capture needs.
-    """
-    if stop_at_layer == model.n_layers:
-        hooks, stop_at_layer = [*hooks, ("ln_final.hook_in", _skip_unembed)], None
-    with torch.inference_mode(), model.bridge.hooks(fwd_hooks=hooks):
-        model.bridge(ids, return_type=None, stop_at_layer=stop_at_layer)
 
 
 def summarize_layer(h: torch.Tensor, layer: int, top_k: int, rule: MassiveRule, tokens: tuple[str, ...]) -> tuple[LayerSummary, list[MassiveEntry]]:
@@ -226,45 +201,19 @@ class AttentionPatterns:
     pattern: torch.Tensor  # (H, T_query, T_key) on the CPU, float32
 
 
-def attention_patterns(
-    model: LoadedModel,
-    text: str,
-    layer: int,
-    prepend_bos: bool = True,
-    max_tokens: int | None = None,
-    interventions: Sequence[Intervention] = (),
-    means: Mapping[str, ReferenceMeans] | None = None,
-) -> AttentionPatterns:
-    """One layer's patterns, with `interventions` applied on the way (`means` for mean mode)."""
+def attention_patterns_encoded(model: LoadedModel, encoded: Encoded, layer: int, hooks: Sequence[Hook] = ()) -> AttentionPatterns:
+    """One layer's patterns on `encoded`, with `hooks` (e.g. interventions) firing on the way."""
     check_layer(model, layer)
-    encoded = encode(model, text, prepend_bos, max_tokens)
     captured: dict[str, torch.Tensor] = {}
 
     def hook(pattern: torch.Tensor, *, hook) -> None:  # (1, H, T, T)
         captured["p"] = pattern[0].float().cpu()
 
-    hooks: list[Hook] = [(pattern_hook(layer), hook)]
-    if interventions:
-        from outlier_core.interventions import hooks_for  # imported here: interventions imports this module
-
-        hooks = [*hooks_for(model, [interventions], encoded.ids.shape[1], means), *hooks]
-    run_hooked(model, encoded.ids, hooks, stop_at_layer=layer + 1)
+    run_hooked(model, encoded.ids, [*hooks, (pattern_hook(layer), hook)], stop_at_layer=layer + 1)
     return AttentionPatterns(layer, encoded.tokens, captured["p"])
 
 
-def feature_outliers(
-    model: LoadedModel, text: str, site: str = "ln1", prepend_bos: bool = True, rule: FeatureRule = INT8_RULE
-) -> list[OutlierFeature]:
-    """LLM.int8 outlier features at the projections' inputs (`ln1`/`ln2` by default)."""
-    site = canonical_site(site)
-    encoded = encode(model, text, prepend_bos)
-    per_layer: dict[int, torch.Tensor] = {}
-
-    def capture(layer: int) -> Callable:
-        def hook(x: torch.Tensor, *, hook) -> None:  # (1, T, D)
-            per_layer[layer] = x[0].float().cpu()
-
-        return hook
-
-    run_hooked(model, encoded.ids, [(hook_name(site, l), capture(l)) for l in range(model.n_layers)], stop_at_layer=model.n_layers)
-    return outlier_features(torch.stack([per_layer[l] for l in range(model.n_layers)]), rule)  # (L, T, D)
+def attention_patterns(model: LoadedModel, text: str, layer: int, prepend_bos: bool = True, max_tokens: int | None = None) -> AttentionPatterns:
+    """One layer's patterns on `text`."""
+    check_layer(model, layer)
+    return attention_patterns_encoded(model, encode(model, text, prepend_bos, max_tokens), layer)

@@ -16,20 +16,32 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable, Hashable, TypeVar
+from contextlib import contextmanager
+from typing import Any, Callable, Hashable, Iterator, TypeVar
 
-from outlier_core import weight_edits
-from outlier_core.models import LoadedModel
+from outlier_core.load.models import LoadedModel
 
 T = TypeVar("T")
 
 # bridge -> how many changes `model_changed` was told of
 _changes: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
+# bridge -> how many `bypassed` blocks are open on it
+_bypassed: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
 
 
 def model_changed(model: LoadedModel) -> None:
     """Say that `model` now computes something else, in a way its parameters' counters do not show."""
     _changes[model.bridge] = _changes.get(model.bridge, 0) + 1
+
+
+@contextmanager
+def bypassed(model: LoadedModel) -> Iterator[None]:
+    """While the block runs the model's weights are borrowed: caches neither read nor store."""
+    _bypassed[model.bridge] = _bypassed.get(model.bridge, 0) + 1
+    try:
+        yield
+    finally:
+        _bypassed[model.bridge] -= 1
 
 
 def state_token(model: LoadedModel) -> int:
@@ -44,7 +56,7 @@ class ModelCache:
         self._by_bridge: "weakref.WeakKeyDictionary[Any, OrderedDict]" = weakref.WeakKeyDictionary()
 
     def get(self, model: LoadedModel, key: Hashable, compute: Callable[[], T]) -> T:
-        if weight_edits.active(model):
+        if _bypassed.get(model.bridge, 0) > 0:
             return compute()
         entries = self._by_bridge.setdefault(model.bridge, OrderedDict())
         full_key = (state_token(model), key)

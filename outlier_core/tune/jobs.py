@@ -29,7 +29,6 @@ from outlier_core.errors import InputError
 
 log = logging.getLogger(__name__)
 
-STATES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
 SAVE_EVERY_S = 1.0  # progress is written to disk at most this often
 _ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")

@@ -18,17 +18,17 @@ import json
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from outlier_core.errors import InputError
-from outlier_core.masks import SelectionMask, plain_name
-from outlier_core.model_cache import model_changed
-from outlier_core.models import LoadedModel
+from outlier_core.load.model_cache import model_changed
+from outlier_core.load.models import LoadedModel
+from outlier_core.select.masks import SelectionMask, plain_name
 
 DELTAS_FORMAT = "outlier-lab-deltas/1"
 

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from outlier_core.errors import InputError
-from outlier_core.masks import SelectionMask, model_shapes, plain_name
-from outlier_core.model_cache import model_changed
-from outlier_core.models import LoadedModel
+from outlier_core.load.model_cache import model_changed
+from outlier_core.load.models import LoadedModel
+from outlier_core.select.masks import SelectionMask, model_shapes, plain_name
 
 ADAPTER = "default"
 LORA_FORMAT = "outlier-lab-lora/1"

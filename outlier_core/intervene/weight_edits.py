@@ -10,7 +10,6 @@ copied back, so the parameter is bit-identical afterwards, errors included.
 from __future__ import annotations
 
 import math
-import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -18,13 +17,11 @@ from typing import Iterator, Sequence
 import torch
 
 from outlier_core.errors import InputError
-from outlier_core.models import LoadedModel
+from outlier_core.load.model_cache import bypassed
+from outlier_core.load.models import LoadedModel
 
 WEIGHT_MODES = ("zero", "scale", "set")
 AxisIndex = int | str  # an index along one axis, or "all"
-
-# Bridges with edits in force: caches must neither read nor store results while they are.
-_active: "weakref.WeakKeyDictionary[torch.nn.Module, int]" = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -80,10 +77,6 @@ def resolve_parameter(model: LoadedModel, edit: WeightEdit) -> torch.nn.Paramete
     return p
 
 
-def active(model: LoadedModel) -> bool:
-    return _active.get(model.bridge, 0) > 0
-
-
 def _new_value(original: torch.Tensor, edit: WeightEdit) -> torch.Tensor:
     if edit.mode == "zero":
         return torch.zeros_like(original)
@@ -97,16 +90,15 @@ def edited_weights(model: LoadedModel, edits: Sequence[WeightEdit]) -> Iterator[
     """Apply `edits` in order for the duration of the block; restore bit for bit on exit."""
     targets = [(resolve_parameter(model, e), e) for e in edits]  # validate all before touching any
     saved: list[tuple[torch.nn.Parameter, tuple, torch.Tensor]] = []
-    _active[model.bridge] = _active.get(model.bridge, 0) + 1
-    try:
-        # `.data` writes leave the version counter alone: the weights are only borrowed,
-        # and caches keyed by that counter stay valid once they are restored.
-        for p, edit in targets:
-            original = p.data[edit.selector].clone()
-            saved.append((p, edit.selector, original))
-            p.data[edit.selector] = _new_value(original, edit)
-        yield
-    finally:
-        for p, selector, original in reversed(saved):  # reversed: overlapping edits unwind correctly
-            p.data[selector] = original
-        _active[model.bridge] -= 1
+    with bypassed(model):
+        try:
+            # `.data` writes leave the version counter alone: the weights are only borrowed,
+            # and caches keyed by that counter stay valid once they are restored.
+            for p, edit in targets:
+                original = p.data[edit.selector].clone()
+                saved.append((p, edit.selector, original))
+                p.data[edit.selector] = _new_value(original, edit)
+            yield
+        finally:
+            for p, selector, original in reversed(saved):  # reversed: overlapping edits unwind correctly
+                p.data[selector] = original

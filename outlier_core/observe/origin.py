@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import torch
 
-from outlier_core.capture import check_layer, run_hooked
 from outlier_core.errors import InputError
-from outlier_core.models import LoadedModel
-from outlier_core.sites import hook_name
-from outlier_core.tokens import encode
+from outlier_core.load.hooks import check_layer, run_hooked
+from outlier_core.load.models import LoadedModel
+from outlier_core.load.sites import hook_name
+from outlier_core.load.tokens import encode
 
 
 @dataclass(frozen=True)

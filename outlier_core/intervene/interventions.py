@@ -16,13 +16,15 @@ from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
 import torch
 
-from outlier_core.capture import check_layer
 from outlier_core.errors import InputError
-from outlier_core.models import LoadedModel
-from outlier_core.sites import canonical_site, hook_name
+from outlier_core.load.hooks import check_layer
+from outlier_core.load.models import LoadedModel
+from outlier_core.load.sites import canonical_site, hook_name, site_width
+from outlier_core.load.tokens import encode
+from outlier_core.observe.capture import AttentionPatterns, attention_patterns_encoded
 
 if TYPE_CHECKING:
-    from outlier_core.reference_means import ReferenceMeans
+    from outlier_core.intervene.reference_means import ReferenceMeans
 
 MODES = ("zero", "mean", "scale", "set")
 Selector = tuple[int, ...] | str  # sorted distinct indices, or "all"
@@ -102,10 +104,6 @@ class Intervention:
             raise InputError(missing[0], "is required")
         return cls(data["layer"], data["position"], data["dim"], data.get("mode", "zero"), data.get("value"),
                    data.get("site", "resid_post"))
-
-
-def site_width(model: LoadedModel, site: str) -> int:
-    return model.d_mlp if canonical_site(site) == "mlp_post" else model.d_model
 
 
 def _indices(selector: Selector, size: int, device: torch.device) -> torch.Tensor:
@@ -194,3 +192,18 @@ def intervened_rows(
         raise ValueError("intervened_rows needs one arm per batch row, at least two")
     with model.bridge.hooks(fwd_hooks=hooks_for(model, arms, seq_len, means)):
         yield
+
+
+def attention_patterns_under(
+    model: LoadedModel,
+    text: str,
+    layer: int,
+    interventions: Sequence[Intervention],
+    means: Mapping[str, ReferenceMeans] | None = None,
+    prepend_bos: bool = True,
+    max_tokens: int | None = None,
+) -> AttentionPatterns:
+    """One layer's patterns with `interventions` applied on the way (`means` for mean mode)."""
+    check_layer(model, layer)
+    encoded = encode(model, text, prepend_bos, max_tokens)
+    return attention_patterns_encoded(model, encoded, layer, hooks_for(model, [interventions], encoded.ids.shape[1], means))

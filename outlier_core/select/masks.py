@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import torch
 
 from outlier_core.errors import InputError
-from outlier_core.models import LoadedModel
+from outlier_core.load.models import LoadedModel
 
 FORMAT = "outlier-lab-mask/1"
 KINDS = ("entries", "rows", "columns")

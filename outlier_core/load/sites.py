@@ -8,6 +8,7 @@ TransformerLens name (`blocks.11.hook_resid_post`). Full suffixes such as
 from __future__ import annotations
 
 from outlier_core.errors import InputError
+from outlier_core.load.models import LoadedModel
 
 SITES: dict[str, str] = {
     "resid_pre": "hook_resid_pre",  # residual stream entering the block
@@ -41,3 +42,7 @@ def hook_name(site: str, layer: int) -> str:
 
 def pattern_hook(layer: int) -> str:
     return f"blocks.{layer}.{PATTERN_SUFFIX}"
+
+
+def site_width(model: LoadedModel, site: str) -> int:
+    return model.d_mlp if canonical_site(site) == "mlp_post" else model.d_model

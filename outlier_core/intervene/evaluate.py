@@ -19,16 +19,30 @@ from typing import Callable, Sequence
 
 import torch
 
-from outlier_core.capture import Scan, scan_encoded
-from outlier_core.corpus import Corpus
 from outlier_core.errors import InputError
-from outlier_core.interventions import Intervention, intervened, intervened_rows, site_width
-from outlier_core.model_cache import ModelCache
-from outlier_core.models import LoadedModel
-from outlier_core.reference_means import CARRIER_RULE, ReferenceMeans, reference_means
-from outlier_core.tokens import Encoded, encode
-from outlier_core.weight_edits import AxisIndex, WeightEdit, edited_weights, resolve_parameter
-from outlier_core.weights import WeightRule, weight_outlier_mask
+from outlier_core.intervene.corpus import Corpus
+from outlier_core.intervene.interventions import (
+    Intervention,
+    intervened,
+    intervened_rows,
+)
+from outlier_core.intervene.reference_means import (
+    CARRIER_RULE,
+    ReferenceMeans,
+    reference_means,
+)
+from outlier_core.intervene.weight_edits import (
+    AxisIndex,
+    WeightEdit,
+    edited_weights,
+    resolve_parameter,
+)
+from outlier_core.load.model_cache import ModelCache
+from outlier_core.load.models import LoadedModel
+from outlier_core.load.sites import site_width
+from outlier_core.load.tokens import Encoded, encode
+from outlier_core.observe.capture import Scan, scan_encoded
+from outlier_core.observe.weights import WeightRule, weight_outlier_mask
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from outlier_core.errors import InputError
-from outlier_core.models import LoadedModel
+from outlier_core.load.models import LoadedModel
 
 
 @dataclass(frozen=True)
