@@ -7,19 +7,16 @@ than the one serving; a fine-tune checks a mask against the model before it star
 from __future__ import annotations
 
 import logging
-import re
-import secrets
 import threading
-import time
 from pathlib import Path
 
 from app.api.errors import ApiError
 from outlier_core.errors import InputError
+from outlier_core.ids import is_id, new_id
 from outlier_core.select.masks import SelectionMask, load_mask
 
 log = logging.getLogger(__name__)
 
-_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 
 
 class MaskStore:
@@ -29,7 +26,7 @@ class MaskStore:
         self._lock = threading.Lock()
         self._masks: dict[str, SelectionMask] = {}
         for path in sorted(self.folder.glob("*.json")):
-            if not _ID.match(path.stem):
+            if not is_id(path.stem):
                 continue
             try:
                 self._masks[path.stem] = load_mask(path)
@@ -37,7 +34,7 @@ class MaskStore:
                 log.warning("skipping mask %s: %s", path, err)
 
     def add(self, mask: SelectionMask) -> str:
-        mask_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        mask_id = new_id()
         self.replace(mask_id, mask)
         return mask_id
 

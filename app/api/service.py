@@ -26,7 +26,7 @@ import anyio
 import anyio.to_thread
 
 from app.api.errors import ApiError
-from outlier_core.load.models import LoadedModel, load_model
+from outlier_core.load.models import LoadedModel, dtype_name, load_model
 from outlier_core.select.masks import model_shapes
 from outlier_core.tune.applied_run import AppliedRun, attach_run
 
@@ -48,7 +48,7 @@ class ModelStatus:
 
 def load_like(model: LoadedModel) -> LoadedModel:
     """A separate instance of `model` (same name, device and dtype), for work that trains it."""
-    return load_model(model.name, device=model.device, dtype=str(model.dtype).removeprefix("torch."))
+    return load_model(model.name, device=model.device, dtype=dtype_name(model.dtype))
 
 
 class ModelService:

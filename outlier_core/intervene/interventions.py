@@ -18,7 +18,7 @@ import torch
 
 from outlier_core.errors import InputError
 from outlier_core.load.hooks import check_layer
-from outlier_core.load.models import LoadedModel
+from outlier_core.load.models import LoadedModel, dtype_name
 from outlier_core.load.sites import canonical_site, hook_name, site_width
 from outlier_core.load.tokens import encode
 from outlier_core.observe.capture import AttentionPatterns, attention_patterns_encoded
@@ -82,7 +82,7 @@ class Intervention:
             raise InputError("dim", f"{self.dim[-1]} is out of range; {self.site} has dims 0..{width - 1}")
         largest = torch.finfo(model.dtype).max
         if self.mode == "set" and abs(self.value) > largest:
-            raise InputError("value", f"{self.value:g} does not fit the model's {str(model.dtype).removeprefix('torch.')} (max {largest:g})")
+            raise InputError("value", f"{self.value:g} does not fit the model's {dtype_name(model.dtype)} (max {largest:g})")
 
     def size(self, seq_len: int, width: int) -> int:
         """How many scalars this intervention touches."""

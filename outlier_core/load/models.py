@@ -29,6 +29,19 @@ class ModelNotAvailable(RuntimeError):
     """A model's package or path is missing; the message says what to install."""
 
 
+BRIDGE_SUFFIX = "._original_component"  # what TransformerBridge adds inside every wrapped module's name
+
+
+def unbridged(name: str) -> str:
+    """A module or parameter name as plain Hugging Face spells it, seen through the bridge."""
+    return name.replace(BRIDGE_SUFFIX, "")
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """`torch.float32` -> `float32`: how settings, the CLI and JSON spell a dtype."""
+    return str(dtype).removeprefix("torch.")
+
+
 @dataclass
 class LoadedModel:
     """A booted bridge plus what the rest of the core needs to know about it."""
@@ -55,7 +68,7 @@ class LoadedModel:
     def hf_parameters(self) -> dict[str, torch.nn.Parameter]:
         """Parameters by their plain Hugging Face names (`model.layers.11.mlp.down_proj.weight`)."""
         return {
-            name.replace("._original_component", ""): p
+            unbridged(name): p
             for name, p in self.hf_model.named_parameters()
         }
 
@@ -213,7 +226,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None, dtype: str 
     spec = resolve_spec(name)
     device = device or default_device()
     torch_dtype = parse_dtype(dtype, device)
-    log.info("loading %s on %s (%s)", name, device, str(torch_dtype).removeprefix("torch."))
+    log.info("loading %s on %s (%s)", name, device, dtype_name(torch_dtype))
     hf, tokenizer = spec.load_hf(torch_dtype)
     hf.eval()
     if not hf.config.architectures:  # GGUF-derived configs carry none

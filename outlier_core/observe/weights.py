@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from outlier_core.errors import InputError
-from outlier_core.load.models import LoadedModel
+from outlier_core.load.models import LoadedModel, unbridged
 
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 DEFAULT_BINS = 64
@@ -426,7 +426,7 @@ def _owner_classes(model: LoadedModel) -> dict[str, str]:
     owners = {}
     for module_name, module in model.hf_model.named_modules():
         for param_name, _ in module.named_parameters(recurse=False):
-            full = f"{module_name}.{param_name}".replace("._original_component", "")
+            full = unbridged(f"{module_name}.{param_name}")
             owners.setdefault(full, type(module).__name__)
     return owners
 

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import torch
 
 from outlier_core.errors import InputError
-from outlier_core.load.models import LoadedModel
+from outlier_core.load.models import LoadedModel, unbridged
 
 FORMAT = "outlier-lab-mask/1"
 KINDS = ("entries", "rows", "columns")
@@ -39,7 +39,7 @@ def plain_name(full_name: str) -> str | None:
 
     None for parameters that are not part of the base model (LoRA factors, sparse deltas).
     """
-    name = full_name.replace("._original_component", "")
+    name = unbridged(full_name)
     if ".lora_" in name or (".parametrizations." in name and not name.endswith(".original")):
         return None
     name = name.replace(".base_layer.", ".")

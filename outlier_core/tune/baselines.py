@@ -20,7 +20,7 @@ from torch import nn
 
 from outlier_core.errors import InputError
 from outlier_core.load.model_cache import model_changed
-from outlier_core.load.models import LoadedModel
+from outlier_core.load.models import LoadedModel, unbridged
 from outlier_core.select.masks import SelectionMask, model_shapes, plain_name
 
 ADAPTER = "default"
@@ -35,7 +35,7 @@ def linear_modules(model: LoadedModel) -> dict[str, str]:
     found = {}
     for full_name, module in model.hf_model.named_modules():
         if type(module) is nn.Linear and vocab not in module.weight.shape:
-            found[full_name.replace("._original_component", "")] = full_name
+            found[unbridged(full_name)] = full_name
     return found
 
 
@@ -92,7 +92,7 @@ class LoraTuning:
         config = LoraConfig(r=rank, lora_alpha=self.alpha, lora_dropout=0.0, target_modules=[modules[t] for t in targets])
         inject_adapter_in_model(config, model.hf_model, adapter_name=ADAPTER)
         self.layers: dict[str, LoraLayer] = {
-            full_name.replace("._original_component", ""): module
+            unbridged(full_name): module
             for full_name, module in model.hf_model.named_modules()
             if isinstance(module, LoraLayer)
         }

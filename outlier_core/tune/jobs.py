@@ -16,8 +16,6 @@ import json
 import logging
 import os
 import queue
-import re
-import secrets
 import shutil
 import threading
 import time
@@ -26,12 +24,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from outlier_core.errors import InputError
+from outlier_core.ids import is_id, new_id
 
 log = logging.getLogger(__name__)
 
 FINISHED = ("done", "failed", "cancelled")
 SAVE_EVERY_S = 1.0  # progress is written to disk at most this often
-_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 
 
 @dataclass(frozen=True)
@@ -87,7 +85,7 @@ class JobRunner:
     # ---- public ----
 
     def submit(self, kind: str, work: Callable[[JobContext], dict], params: dict | None = None) -> JobStatus:
-        job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        job_id = new_id()
         status = JobStatus(job_id, kind, "queued", created=time.time(), params=params)
         (self.root / job_id).mkdir()
         with self._lock:
@@ -222,7 +220,7 @@ class JobRunner:
 
     def _load(self) -> None:
         for path in sorted(self.root.glob("*/job.json")):
-            if not _ID.match(path.parent.name):
+            if not is_id(path.parent.name):
                 continue
             try:
                 status = JobStatus(**json.loads(path.read_text(encoding="utf-8")))

@@ -15,7 +15,7 @@ from outlier_core.intervene.corpus import bundled, from_text
 from outlier_core.intervene.evaluate import evaluate
 from outlier_core.intervene.interventions import Intervention
 from outlier_core.intervene.weight_edits import WeightEdit, resolve_parameter
-from outlier_core.load.models import LoadedModel
+from outlier_core.load.models import LoadedModel, dtype_name
 from outlier_core.load.tokens import encode
 
 router = APIRouter(tags=["interventions"])
@@ -42,7 +42,7 @@ def _check_values(model: LoadedModel, prefix: str, items: Sequence[InterventionI
     limit = torch.finfo(model.dtype).max
     for i, item in enumerate(items):
         if item.value is not None and abs(item.value) > limit:
-            raise InputError(f"{prefix}[{i}].value", f"is beyond what {str(model.dtype).removeprefix('torch.')} holds (±{limit:.3g})")
+            raise InputError(f"{prefix}[{i}].value", f"is beyond what {dtype_name(model.dtype)} holds (±{limit:.3g})")
 
 
 def checked_interventions(model: LoadedModel, items: Sequence[InterventionIn], seq_len: int) -> list[Intervention]:

@@ -20,6 +20,7 @@ from app.api.schemas.model import (
 from outlier_core.load.models import (
     REGISTRY,
     ModelNotAvailable,
+    dtype_name,
     parse_dtype,
     resolve_spec,
 )
@@ -42,7 +43,7 @@ async def get_model(service: ServiceDep, settings: SettingsDep) -> ModelOut:
         n_ctx=model.n_ctx,
         n_params=service.n_params(),
         device=model.device,
-        dtype=str(model.dtype).removeprefix("torch."),
+        dtype=dtype_name(model.dtype),
         norm_offset=model.norm_offset,
         quantized_source=model.quantized_source,
         bos_token_id=model.bos_token_id,
