@@ -12,13 +12,15 @@ from app.api.routes import (
     health,
     intervene,
     jobs,
+    layer_weights,
     masks,
     model,
     scan,
+    vocab,
     weights,
 )
 
 api_router = APIRouter(prefix="/api")
 api_router.include_router(health.router)
-for module in (model, deltas, scan, activations, attention, weights, intervene, masks, jobs):
+for module in (vocab, model, deltas, scan, activations, attention, weights, layer_weights, intervene, masks, jobs):
     api_router.include_router(module.router, dependencies=[Depends(require_api_key)])
