@@ -26,6 +26,7 @@ from outlier_core.intervene.interventions import (
     intervened,
     intervened_rows,
 )
+from outlier_core.intervene.loss import Loss
 from outlier_core.intervene.reference_means import (
     CARRIER_RULE,
     ReferenceMeans,
@@ -48,19 +49,6 @@ log = logging.getLogger(__name__)
 
 LOGITS_HOOK = "unembed.hook_out"  # (B, T, V); fires even when the forward returns nothing
 _baselines = ModelCache(size=64)
-
-
-@dataclass(frozen=True)
-class Loss:
-    loss: float  # mean next-token NLL in nats
-    n_tokens: int  # predictions scored
-
-    @property
-    def perplexity(self) -> float:
-        return math.exp(self.loss) if self.loss < 700 else math.inf
-
-    def to_json(self) -> dict:
-        return {"loss": _finite(self.loss), "perplexity": _finite(self.perplexity), "n_tokens": self.n_tokens}
 
 
 @dataclass(frozen=True)
