@@ -1,15 +1,20 @@
 """The sparse fine-tune's trainable state: per parameter, a values vector at fixed indices.
 
 `W = W_base + scatter(values at the selected flat positions)`, registered with
-`torch.nn.utils.parametrize` on the Hugging Face module that owns W. The bridge still calls
-that module, so every TransformerLens hook keeps firing, and the optimizer sees only the
-values: its state is O(selected coordinates). The base tensor is never written (its
-`requires_grad` is off while training, and weight decay acts on the values, i.e. pulls the
-tuned model back towards the base) unless `merge()` is asked for.
+`torch.nn.utils.parametrize` on every module that holds W (a tied weight has two). Whoever
+calls those modules sees base + delta, so every TransformerLens hook keeps firing, and the
+optimizer sees only the values: its state is O(selected coordinates). The base tensor is
+never written (its `requires_grad` is off while training, and weight decay acts on the
+values, i.e. pulls the tuned model back towards the base) unless `merge()` is asked for.
 
 Masking the gradient of a dense parameter is not enough: AdamW's decoupled weight decay
 then moves every coordinate (measured: 3.5 million outside a 4,096-coordinate mask in one
 step). Here the unselected coordinates have no optimizer state at all.
+
+One core, three users: `SparseDeltas` attaches to any `nn.Module` under plain Hugging Face
+parameter names; `SparseTuner` is the workbench's run on a bridged `LoadedModel` (model-cache
+bookkeeping, run files); `attach.attach_mask` and the peft method in `peft_mask` put the same
+deltas on a plain `transformers` model.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import torch
 from torch import nn
@@ -34,11 +39,16 @@ DELTAS_FORMAT = "outlier-lab-deltas/1"
 
 
 class SparseDelta(nn.Module):
-    """A parametrization: base -> base with `values` added at `flat_index` (row-major positions)."""
+    """A parametrization: base -> base with `values` added at `flat_index` (row-major positions).
 
-    def __init__(self, flat_index: torch.Tensor, base: torch.Tensor):
+    `persistent_index`: the index is part of the owner's `state_dict` (the peft method saves it
+    beside the values); the workbench keeps it out, as its run files store it themselves.
+    """
+
+    def __init__(self, flat_index: torch.Tensor, base: torch.Tensor, persistent_index: bool = False):
         super().__init__()
-        self.register_buffer("flat_index", flat_index.to(device=base.device, dtype=torch.int64), persistent=False)  # (K,)
+        index = flat_index.to(device=base.device, dtype=torch.int64)  # (K,)
+        self.register_buffer("flat_index", index, persistent=persistent_index)
         # at least float32 whatever the model's dtype: Adam's updates are smaller than a bf16 step
         dtype = torch.float64 if base.dtype == torch.float64 else torch.float32
         self.values = nn.Parameter(torch.zeros(flat_index.numel(), dtype=dtype, device=base.device))  # (K,)
@@ -64,27 +74,33 @@ class _Slot:
     attr: str
 
 
-def parameter_slots(model: LoadedModel) -> dict[str, list[_Slot]]:
-    """Plain HF name -> every (module, attribute) that holds that tensor (tied weights have two).
+def module_slots(root: nn.Module) -> dict[str, list[_Slot]]:
+    """Plain HF name -> every (module, attribute) under `root` that holds that tensor (tied weights have two).
 
     Reading `getattr(slot.module, slot.attr)` gives what the model computes with: the base
-    weight, or base + delta where a tuner is attached.
+    weight, or base + delta where deltas are attached. Names are relative to `root`, seen
+    through the bridge, a parametrization or a peft layer's `base_layer`.
     """
     by_tensor: dict[int, str] = {}
     slots: dict[str, list[_Slot]] = {}
-    for module_name, module in model.hf_model.named_modules():
-        if ".parametrizations." in f"{module_name}.":
-            continue  # a tuner's own containers; their owner module is listed instead
+    for module_name, module in root.named_modules():
+        if ".parametrizations." in f"{module_name}." or isinstance(module, SparseDelta):
+            continue  # deltas' own containers; their owner module is listed instead
         held = {attr: p for attr, p in module._parameters.items() if p is not None}
         if "parametrizations" in module._modules:  # its own: bridge wrappers forward attribute lookups
             held.update({attr: getattr(module.parametrizations, attr).original for attr in module.parametrizations.keys()})
         for attr, tensor in held.items():
-            name = plain_name(f"{module_name}.{attr}")
+            name = plain_name(f"{module_name}.{attr}" if module_name else attr)
             if name is None:
                 continue
             name = by_tensor.setdefault(id(tensor), name)  # a tied tensor keeps its first name
             slots.setdefault(name, []).append(_Slot(module, attr))
     return slots
+
+
+def parameter_slots(model: LoadedModel) -> dict[str, list[_Slot]]:
+    """`module_slots` of the bridged model's Hugging Face model."""
+    return module_slots(model.hf_model)
 
 
 def effective_weights(model: LoadedModel, names: list[str]) -> dict[str, torch.Tensor]:
@@ -94,39 +110,56 @@ def effective_weights(model: LoadedModel, names: list[str]) -> dict[str, torch.T
         return {n: getattr(slots[n][0].module, slots[n][0].attr).detach() for n in names if n in slots}
 
 
-class SparseTuner:
-    """Attach a mask's trainable deltas to a model; detach (base restored exactly) or merge.
+class SparseDeltas:
+    """Trainable deltas at fixed flat positions of named parameters of any `nn.Module`.
 
-    Use as a context manager, or call `detach()`: until then the model computes base + delta.
+    `coordinates` maps plain HF parameter names to distinct flat (row-major) positions, (K,)
+    int64 each. Until `detach()` or `merge()` the module computes base + delta. The base
+    tensors are written only by `merge()` (for good) and `fold()` (undone exactly by `unfold()`).
+    Freezing the base parameters is the caller's business.
     """
 
-    def __init__(self, model: LoadedModel, mask: SelectionMask):
-        mask.validate(model)
-        if mask.count == 0:
-            raise InputError("mask", "selects no coordinates")
-        self.model = model
-        self.mask = mask
-        slots = parameter_slots(model)
+    def __init__(
+        self,
+        root: nn.Module,
+        coordinates: Mapping[str, torch.Tensor],
+        persistent_index: bool = False,
+        slots: Mapping[str, list[_Slot]] | None = None,
+    ):
+        slots = module_slots(root) if slots is None else slots
         self.deltas: dict[str, SparseDelta] = {}
         self._slots: dict[str, list[_Slot]] = {}
         self._attached = True
-        for name, flat in mask.coordinates.items():
-            if any(parametrize.is_parametrized(slot.module, slot.attr) for slot in slots[name]):
-                self.detach()
-                raise InputError("mask", f"{name} already carries a delta; detach or merge it first")
-            base = getattr(slots[name][0].module, slots[name][0].attr)
-            delta = SparseDelta(flat, base)
-            for slot in slots[name]:
-                parametrize.register_parametrization(slot.module, slot.attr, delta)
-            self.deltas[name] = delta
-            self._slots[name] = slots[name]
-        model_changed(model)
+        self._enabled = True
+        self._folded: dict[str, torch.Tensor] | None = None  # the base values under the deltas while folded
+        try:
+            for name, flat in coordinates.items():
+                self._attach(name, flat, slots, persistent_index)
+        except Exception:
+            self.detach()
+            raise
 
-    def __enter__(self) -> SparseTuner:
-        return self
+    def _attach(self, name: str, flat: torch.Tensor, slots: Mapping[str, list[_Slot]], persistent_index: bool) -> None:
+        if name not in slots:
+            raise InputError("mask", f"{name} is not a parameter of this model")
+        if any(parametrize.is_parametrized(slot.module, slot.attr) for slot in slots[name]):
+            raise InputError("mask", f"{name} already carries a delta; detach or merge it first")
+        base = getattr(slots[name][0].module, slots[name][0].attr)
+        if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= base.numel()):
+            raise InputError("mask", f"the coordinates of {name} fall outside its shape {list(base.shape)}")
+        delta = SparseDelta(flat, base, persistent_index)
+        for slot in slots[name]:
+            parametrize.register_parametrization(slot.module, slot.attr, delta)
+        self.deltas[name] = delta
+        self._slots[name] = list(slots[name])
 
-    def __exit__(self, *exc) -> None:
-        self.detach()
+    @property
+    def attached(self) -> bool:
+        return self._attached
+
+    @property
+    def folded(self) -> bool:
+        return self._folded is not None
 
     def parameters(self) -> list[nn.Parameter]:
         return [d.values for d in self.deltas.values()]
@@ -136,14 +169,23 @@ class SparseTuner:
         return sum(d.values.numel() for d in self.deltas.values())
 
     def set_enabled(self, enabled: bool) -> None:
-        """Off: the model computes exactly the base weights (the deltas are kept)."""
+        """Off: the module computes exactly the base weights (the deltas are kept)."""
+        self._enabled = enabled
         for d in self.deltas.values():
-            d.enabled = enabled
-        model_changed(self.model)  # a flag: no parameter's version counter sees it
+            d.enabled = enabled and not self.folded  # folded: the base already holds base + delta
 
     def base(self, name: str) -> torch.Tensor:
         slot = self._slots[name][0]
         return getattr(slot.module.parametrizations, slot.attr).original
+
+    def tuned(self, name: str) -> torch.Tensor:
+        """base + delta, whether or not the deltas are enabled (not while folded)."""
+        with torch.no_grad():
+            return self.deltas[name].add_to(self.base(name))
+
+    def changed(self) -> int:
+        """Weight entries where base + delta differs from the base (a delta can round away in bf16)."""
+        return sum(int((self.tuned(n) != self.base(n)).sum()) for n in self.deltas)
 
     @contextmanager
     def lean_backward(self) -> Iterator[None]:
@@ -182,68 +224,159 @@ class SparseTuner:
                 d.made = None
             made.clear()
 
-    def tuned(self, name: str) -> torch.Tensor:
-        """base + delta, whether or not the deltas are enabled."""
-        with torch.no_grad():
-            return self.deltas[name].add_to(self.base(name))
-
-    def changed(self) -> int:
-        """Weight entries where base + delta differs from the base (a delta can round away in bf16)."""
-        return sum(int((self.tuned(n) != self.base(n)).sum()) for n in self.deltas)
-
-    def save(self, path: str | Path) -> Path:
-        """Deltas as safetensors: `NAME.index` (K,) flat positions and `NAME.values` (K,) float32."""
-        from safetensors.torch import save_file
-
-        tensors = {}
-        shapes = {}
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """`NAME.index` (K,) int64 flat positions and `NAME.values` (K,) floats, on the CPU."""
+        found = {}
         for name, d in self.deltas.items():
-            tensors[f"{name}.index"] = d.flat_index.detach().cpu().contiguous()
-            tensors[f"{name}.values"] = d.values.detach().cpu().contiguous()
-            shapes[name] = list(self.mask.shapes[name])
-        path = Path(path)
-        save_file(tensors, str(path), metadata={"format": DELTAS_FORMAT, "shapes": json.dumps(shapes), "mask": self.mask.name})
-        return path
+            found[f"{name}.index"] = d.flat_index.detach().cpu().contiguous()
+            found[f"{name}.values"] = d.values.detach().cpu().contiguous()
+        return found
 
-    def load_values(self, path: str | Path) -> None:
-        """Set the deltas from a file written by `save` for the same mask."""
-        from safetensors import SafetensorError, safe_open
-
-        path = Path(path)
-        try:
-            with safe_open(str(path), "pt") as f:
-                if (f.metadata() or {}).get("format") != DELTAS_FORMAT:
-                    raise InputError("deltas", f"{path.name} holds no sparse deltas (format {DELTAS_FORMAT})")
-                tensors = {key: f.get_tensor(key) for key in f.keys()}
-        except (SafetensorError, OSError) as err:
-            raise InputError("deltas", f"{path.name} is not a readable safetensors file ({err})") from err
+    def load_tensors(self, tensors: Mapping[str, torch.Tensor], source: str) -> None:
+        """Set the values from `tensors` (as `tensors()` gives them) for the same coordinates."""
         for name, d in self.deltas.items():
             index, values = tensors.get(f"{name}.index"), tensors.get(f"{name}.values")
             if index is None or values is None or not torch.equal(index, d.flat_index.cpu()):
-                raise InputError("deltas", f"{path.name} holds no deltas for {name} at this mask's coordinates")
+                raise InputError("deltas", f"{source} holds no deltas for {name} at this mask's coordinates")
             if values.shape != d.values.shape or not values.dtype.is_floating_point:
-                raise InputError("deltas", f"{path.name} holds {list(values.shape)} {values.dtype} values for {name}, not {d.values.numel()} floats")
+                raise InputError("deltas", f"{source} holds {list(values.shape)} {values.dtype} values for {name}, not {d.values.numel()} floats")
             with torch.no_grad():
                 d.values.copy_(values)
+
+    def fold(self) -> None:
+        """Write base + delta into the base tensors and switch the deltas off; `unfold` undoes it exactly."""
+        if self.folded:
+            return
+        with torch.no_grad():
+            self._folded = {}
+            for name, d in self.deltas.items():
+                base = self.base(name).view(-1)  # (numel,)
+                self._folded[name] = base[d.flat_index].clone()  # (K,)
+                base.index_add_(0, d.flat_index, d.values.to(base.dtype))
+        self.set_enabled(self._enabled)
+
+    def unfold(self) -> None:
+        """Put back the base values `fold` overwrote (bit for bit) and switch the deltas on again."""
+        if not self.folded:
+            return
+        with torch.no_grad():
+            for name, d in self.deltas.items():
+                self.base(name).view(-1)[d.flat_index] = self._folded[name]
+        self._folded = None
+        self.set_enabled(self._enabled)
 
     def detach(self) -> None:
         """Remove the deltas; the base tensors are back in place, untouched."""
         if not self._attached:
             return
+        self.unfold()
         for slots in self._slots.values():
             for slot in slots:
                 parametrize.remove_parametrizations(slot.module, slot.attr, leave_parametrized=False)
         self._attached = False
+
+    def merge(self) -> None:
+        """Write base + delta into the base tensors for good, and remove the deltas."""
+        self.fold()
+        self._folded = None  # nothing to put back: removing the deltas now leaves base + delta
+        self.detach()
+
+
+def save_deltas(path: str | Path, deltas: SparseDeltas, mask: SelectionMask) -> Path:
+    """Deltas as safetensors: `NAME.index` (K,) flat positions and `NAME.values` (K,) float32."""
+    from safetensors.torch import save_file
+
+    shapes = {name: list(mask.shapes[name]) for name in deltas.deltas}
+    path = Path(path)
+    save_file(deltas.tensors(), str(path), metadata={"format": DELTAS_FORMAT, "shapes": json.dumps(shapes), "mask": mask.name})
+    return path
+
+
+def read_deltas(path: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a file written by `save_deltas`; InputError (field `deltas`) for anything else."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), "pt") as f:
+            if (f.metadata() or {}).get("format") != DELTAS_FORMAT:
+                raise InputError("deltas", f"{path.name} holds no sparse deltas (format {DELTAS_FORMAT})")
+            return {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, OSError) as err:
+        raise InputError("deltas", f"{path.name} is not a readable safetensors file ({err})") from err
+
+
+class SparseTuner:
+    """Attach a mask's trainable deltas to a bridged model; detach (base restored exactly) or merge.
+
+    Use as a context manager, or call `detach()`: until then the model computes base + delta.
+    """
+
+    def __init__(self, model: LoadedModel, mask: SelectionMask):
+        mask.validate(model)
+        if mask.count == 0:
+            raise InputError("mask", "selects no coordinates")
+        self.model = model
+        self.mask = mask
+        self.core = SparseDeltas(model.hf_model, mask.coordinates)
+        model_changed(model)
+
+    def __enter__(self) -> SparseTuner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    @property
+    def deltas(self) -> dict[str, SparseDelta]:
+        return self.core.deltas
+
+    def parameters(self) -> list[nn.Parameter]:
+        return self.core.parameters()
+
+    @property
+    def trainable(self) -> int:
+        return self.core.trainable
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Off: the model computes exactly the base weights (the deltas are kept)."""
+        self.core.set_enabled(enabled)
+        model_changed(self.model)  # a flag: no parameter's version counter sees it
+
+    def base(self, name: str) -> torch.Tensor:
+        return self.core.base(name)
+
+    def lean_backward(self):
+        """`SparseDeltas.lean_backward`: no dense copy of a tuned weight kept for the backward pass."""
+        return self.core.lean_backward()
+
+    def tuned(self, name: str) -> torch.Tensor:
+        """base + delta, whether or not the deltas are enabled."""
+        return self.core.tuned(name)
+
+    def changed(self) -> int:
+        """Weight entries where base + delta differs from the base (a delta can round away in bf16)."""
+        return self.core.changed()
+
+    def save(self, path: str | Path) -> Path:
+        """Deltas as safetensors: `NAME.index` (K,) flat positions and `NAME.values` (K,) float32."""
+        return save_deltas(path, self.core, self.mask)
+
+    def load_values(self, path: str | Path) -> None:
+        """Set the deltas from a file written by `save` for the same mask."""
+        self.core.load_tensors(read_deltas(path), Path(path).name)
+
+    def detach(self) -> None:
+        """Remove the deltas; the base tensors are back in place, untouched."""
+        if not self.core.attached:
+            return
+        self.core.detach()
         model_changed(self.model)
 
     def merge(self) -> None:
         """Write base + delta into the base tensors for good, and remove the deltas."""
-        with torch.no_grad():
-            merged = {name: self.tuned(name) for name in self.deltas}
-            bases = {name: self.base(name) for name in self.deltas}
-            self.detach()
-            for name, value in merged.items():
-                bases[name].copy_(value)
+        self.core.merge()
+        model_changed(self.model)
 
 
 def apply_deltas(model: LoadedModel, mask: SelectionMask, path: str | Path) -> SparseTuner:
