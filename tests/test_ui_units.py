@@ -255,10 +255,13 @@ def test_the_api_key_goes_in_a_header_when_set(monkeypatch: pytest.MonkeyPatch) 
     assert seen == ["s3cret", None]
 
 
-def test_the_scan_request_carries_the_chosen_rule() -> None:
+def test_the_scan_request_carries_the_chosen_rule(tmp_path) -> None:
+    vocab = TestClient(create_api(Settings(runs_dir=tmp_path))).get("/api/vocab").json()  # the API's own, read from the core
     bodies: list[bytes] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/vocab":
+            return httpx.Response(200, json=vocab)
         bodies.append(request.content)
         return httpx.Response(200, json={})
 

@@ -19,12 +19,6 @@ MODEL_TIMEOUT_S = 600.0  # a forward pass on a large model, or the first referen
 
 HEATMAP_DIMS = 64  # columns of a layer heatmap: readable at a glance; the rest go in one "rest" column
 
-# Thresholds of the two massive-activation rules the API knows (RESEARCH.md).
-RULES = {
-    "paper": {"abs_threshold": 100.0, "median_ratio": 1000.0},
-    "relative": {"abs_threshold": 0.0, "median_ratio": 300.0},
-}
-
 
 class ApiProblem(Exception):
     """A failed API call. `kind`: unreachable | timeout | loading | auth | input | missing | server."""
@@ -55,6 +49,7 @@ class ApiClient:
         # `http` lets tests hand in a client bound to an in-process app (Starlette's TestClient).
         self._http = http or httpx.Client(base_url=self.base_url, timeout=MODEL_TIMEOUT_S)
         self._headers = headers
+        self._vocab: dict | None = None
 
     def close(self) -> None:
         self._http.close()
@@ -102,10 +97,21 @@ class ApiClient:
     def model(self) -> dict:
         return self._call("GET", "/api/model", timeout=QUICK_TIMEOUT_S)
 
+    def vocab(self) -> dict:
+        """The API's sites, rules with their default thresholds, and tuning methods: the same for
+        every user and every model, so this client asks once and keeps the answer."""
+        if self._vocab is None:
+            self._vocab = self._call("GET", "/api/vocab", timeout=QUICK_TIMEOUT_S)
+        return self._vocab
+
     # ---- activations and attention ----
 
-    def scan(self, text: str, prepend_bos: bool, site: str = "resid_post", top_k: int = 3, rule: str = "paper") -> dict:
-        body = {"text": text, "prepend_bos": prepend_bos, "site": site, "top_k": top_k, **RULES[rule]}
+    def scan(self, text: str, prepend_bos: bool, site: str = "resid_post", top_k: int = 3, rule: str | None = None) -> dict:
+        """`rule`: a massive-activation rule of the vocabulary, sent as its thresholds; None leaves the API's default."""
+        body = {"text": text, "prepend_bos": prepend_bos, "site": site, "top_k": top_k}
+        if rule is not None:
+            thresholds = self.vocab()["massive_rules"][rule]
+            body |= {"abs_threshold": thresholds["abs_threshold"], "median_ratio": thresholds["median_ratio"]}
         return self._call("POST", "/api/scan", json=body)
 
     def activations(self, text: str, prepend_bos: bool, layer: int, site: str = "resid_post", view: str = "top", max_dims: int = HEATMAP_DIMS) -> dict:
@@ -131,6 +137,10 @@ class ApiClient:
 
     def tensor(self, name: str, rule: str, k: float, bins: int = 64, max_listed: int = 32) -> dict:
         return self._call("GET", f"/api/weights/{name}", params={"rule": rule, "k": k, "bins": bins, "max_listed": max_listed})
+
+    def layer_weights(self, layer: int, rule: str, k: float, bins: int = 64, max_listed: int = 32) -> dict:
+        """Every norm of one layer in full, and the names of its matrices."""
+        return self._call("GET", f"/api/weights/layers/{layer}", params={"rule": rule, "k": k, "bins": bins, "max_listed": max_listed})
 
     def norms_at_dims(self, dims: list[int]) -> dict:
         return self._call("GET", "/api/weights/at-dims", params={"dims": dims})
