@@ -81,6 +81,7 @@ def _shell() -> html.Div:
         dcc.Interval(id=ids.HEALTH_POLL, interval=HEALTH_EVERY_MS),
         dcc.Store(id=ids.HEALTH, storage_type="memory"),
         dcc.Store(id=ids.MODEL, storage_type="memory"),
+        dcc.Store(id=ids.VOCAB, storage_type="memory"),
         # Session storage: one tab's state survives a reload and never leaks into another tab.
         dcc.Store(id=ids.PROMPT, storage_type="session", data=DEFAULT_PROMPT),
         dcc.Store(id=ids.SCAN, storage_type="memory"),
@@ -150,6 +151,17 @@ def show_health(health: dict | None, model: dict | None):
     return f"{described['name']} · {described['n_layers']} layers · {described['device']}", css, banner, described
 
 
+@dash.callback(Output(ids.VOCAB, "data"), Input(ids.HEALTH, "data"), State(ids.VOCAB, "data"))
+def fetch_vocab(health: dict | None, vocab: dict | None):
+    """The API's sites, rules and methods for the pages' choices, as soon as the API answers (it needs no model for them)."""
+    if vocab or not (health or {}).get("reachable"):
+        return no_update
+    try:
+        return api().vocab()
+    except ApiProblem:
+        return no_update  # the banner and the pages say what is wrong; the next change of health tries again
+
+
 @dash.callback(Output(ids.EFFECT, "data", allow_duplicate=True), Input(ids.MODEL, "data"), prevent_initial_call=True)
 def forget_effect(_model: dict | None) -> None:
     """An intervention's numbers belong to the model they were computed on: another model, or
@@ -180,18 +192,21 @@ def change_deltas(_toggle: int, _detach: int, _merge: int | None, health: dict |
     action, deltas = user_action(), (health or {}).get("deltas")
     if action is None or not deltas:
         return no_update, no_update
-    client = api()
     try:
-        if action == ids.DELTAS_TOGGLE:
-            deltas = client.switch_deltas(not deltas["enabled"])["applied"]
-        elif action == ids.DELTAS_DETACH:
-            client.detach_deltas()
-            deltas = None
-        else:
-            deltas = client.merge_deltas()["applied"]
+        deltas = changed_deltas(api(), action, deltas)
     except ApiProblem as problem:
         return no_update, problem_box(problem, "change the deltas")
     return {**health, "deltas": deltas}, None
+
+
+def changed_deltas(client: ApiClient, action: str, deltas: dict) -> dict | None:
+    """What the served model carries after a press on the bar's switch, detach or merge button."""
+    if action == ids.DELTAS_TOGGLE:
+        return client.switch_deltas(not deltas["enabled"])["applied"]
+    if action == ids.DELTAS_DETACH:
+        client.detach_deltas()
+        return None
+    return client.merge_deltas()["applied"]
 
 
 @dash.callback(Output(ids.PROMPT_TEXT, "value"), Output(ids.PROMPT_BOS, "value"), Input(ids.PROMPT_PRESET, "value"), State(ids.PROMPT, "data"))

@@ -70,6 +70,12 @@ def labelled(label: str, control: Any, hint: str | None = None, wide: bool = Fal
     return html.Div(children, className="field wide" if wide else "field")
 
 
+def chosen_only(value: str) -> list[dict]:
+    """A dropdown's options until the API's vocabulary arrives: the chosen value alone, since a
+    dropdown drops a value its options lack."""
+    return [{"label": value, "value": value}]
+
+
 def layer_marks(n_layers: int) -> dict:
     step = 1 if n_layers <= 16 else 2 if n_layers <= 40 else max(1, n_layers // 16)
     return {i: str(i) for i in range(0, n_layers, step)}

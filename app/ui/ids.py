@@ -5,6 +5,7 @@ LOCATION = "url"
 HEALTH_POLL = "health-poll"
 HEALTH = "health-store"  # {"reachable", "ready", "model", "loading", "error", "message", "deltas"}
 MODEL = "model-store"  # GET /api/model, once the model serves (fetched again when its deltas change)
+VOCAB = "vocab-store"  # GET /api/vocab: sites, rules, methods; the same for every user, fetched once per page load
 STATUS = "model-status"
 BANNER = "backend-banner"
 PROMPT_TEXT = "prompt-text"

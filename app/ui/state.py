@@ -22,17 +22,12 @@ PRESETS: dict[str, str] = {
 PRESET_LABELS = {"prose": "Prose", "delimiters": "Delimiters", "code": "Code", "numbers": "Numbers"}
 DEFAULT_PROMPT = {"text": PRESETS["prose"], "prepend_bos": True}
 
-# Sites an activation can be read and intervened at (outlier_core.load.sites), with plain labels.
-SITES: dict[str, str] = {
-    "resid_post": "residual stream after the block (resid_post)",
-    "resid_pre": "residual stream into the block (resid_pre)",
-    "resid_mid": "residual after attention (resid_mid)",
-    "attn_out": "attention output (attn_out)",
-    "mlp_out": "MLP output (mlp_out)",
-    "ln1": "normalized attention input (ln1)",
-    "ln2": "normalized MLP input (ln2)",
-    "mlp_post": "MLP hidden activations (mlp_post)",
-}
+DEFAULT_SITE = "resid_post"  # where massive activations live
+
+
+def options(vocabulary: dict) -> list[dict]:
+    """Dropdown, radio or checklist options from one of the API's vocabularies (name -> {"label", ...})."""
+    return [{"label": entry["label"], "value": name} for name, entry in vocabulary.items()]
 
 
 def token_label(position: int, token: str) -> str:
@@ -181,6 +176,24 @@ def perplexity_change(baseline: float | None, after: float | None) -> str:
 def prompt_key(prompt: dict) -> list:
     """What a cached answer was computed from: a scan is reused only for the same prompt and BOS."""
     return [prompt["text"], bool(prompt["prepend_bos"])]
+
+
+def scan_cache(scan: dict, prompt: dict, model: dict, site: str, rule: str) -> dict:
+    """The overview's scan as the SCAN store keeps it, with what it was computed from."""
+    return {"key": [*prompt_key(prompt), site, rule, model_key(model)], "scan": scan}
+
+
+def cached_scan(cached: dict | None, prompt: dict, model: dict, site: str | None = None, rule: str | None = None) -> dict | None:
+    """The stored scan when it was computed from this prompt on this model, and at this site under
+    this rule when they are given (the sinks and the massive dims of other pages take any); else None."""
+    if not cached:
+        return None
+    text, prepend_bos, cached_site, cached_rule, cached_model = cached["key"]
+    if [text, prepend_bos] != prompt_key(prompt) or cached_model != model_key(model):
+        return None
+    if site is not None and (cached_site, cached_rule) != (site, rule):
+        return None
+    return cached["scan"]
 
 
 def model_key(model: dict) -> str:

@@ -18,7 +18,7 @@ from app.ui.components import (
     problem_box,
     spinner,
 )
-from app.ui.state import describe_intervention, model_key, prompt_key
+from app.ui.state import cached_scan, describe_intervention, prompt_key
 
 dash.register_page(__name__, path="/attention", name="Attention", order=2, title="Outlier Lab · Attention")
 
@@ -94,14 +94,17 @@ def show_pattern(prompt: dict, model: dict | None, layer: int, head, stack: list
         found, refused = _patterns(prompt, layer, heads, mean, stack)
     except ApiProblem as problem:
         return figures.empty_figure("No pattern: see the message above."), problem_box(problem, f"read the attention of layer {layer}")
-    which = "mean of all heads" if mean else f"head {head}"
+    figure = pattern_figure(found, layer, "mean of all heads" if mean else f"head {head}")
+    return figure, refused if found.get("patterns_after") is None else interventions_caption(stack)
+
+
+def pattern_figure(found: dict, layer: int, which: str):
+    """The pattern, or the pattern before beside the pattern after when the answer has one."""
     before = _share(found["sink_share"][0])
     if found.get("patterns_after") is None:
-        title = f"Layer {layer}, {which}: {before} of attention on position 0"
-        return figures.attention_heatmap(found["tokens"], found["patterns"][0], title), refused
+        return figures.attention_heatmap(found["tokens"], found["patterns"][0], f"Layer {layer}, {which}: {before} of attention on position 0")
     title = f"Layer {layer}, {which}: {before} → {_share(found['sink_share_after'][0])} of attention on position 0"
-    figure = figures.attention_before_after(found["tokens"], found["patterns"][0], found["patterns_after"][0], title)
-    return figure, interventions_caption(stack)
+    return figures.attention_before_after(found["tokens"], found["patterns"][0], found["patterns_after"][0], title)
 
 
 @dash.callback(
@@ -111,15 +114,10 @@ def show_pattern(prompt: dict, model: dict | None, layer: int, head, stack: list
 def show_sinks(prompt: dict, model: dict | None, effect: dict | None, cached: dict | None, stack: list | None):
     if not model:
         return figures.empty_figure(""), figures.empty_figure("")
-    if cached and cached["key"][:2] == prompt_key(prompt) and cached["key"][-1] == model_key(model):
-        scan = cached["scan"]  # the sink does not depend on the overview's site or rule
-    else:
-        try:
-            scan = api().scan(prompt["text"], prompt["prepend_bos"])
-        except ApiProblem as problem:
-            return figures.empty_figure(problem.message), figures.empty_figure("")
-    after = None
-    if stack and effect and effect["key"] == prompt_key(prompt):
-        after = [e["sink_share_after"] for e in effect["result"]["layers"]]
+    try:
+        scan = cached_scan(cached, prompt, model) or api().scan(prompt["text"], prompt["prepend_bos"])  # the sink does not depend on the site or rule
+    except ApiProblem as problem:
+        return figures.empty_figure(problem.message), figures.empty_figure("")
+    after = [e["sink_share_after"] for e in effect["result"]["layers"]] if stack and effect and effect["key"] == prompt_key(prompt) else None
     title = "Sink share per layer" + (" — before and after the interventions" if after else "")
     return figures.sink_curve(scan["sink_share"], after, title), figures.head_sink_heatmap(scan["head_sink_share"])

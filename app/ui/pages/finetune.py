@@ -25,12 +25,11 @@ from app.ui.components import (
     table,
     user_action,
 )
-from app.ui.state import format_value
+from app.ui.state import format_value, options
 
 dash.register_page(__name__, path="/finetune", name="Fine-tune", order=5, title="Outlier Lab · Fine-tune")
 
 POLL_MS = 1_000
-BASELINES = {"random": "random mask, same size", "ln": "LN-only", "lora": "LoRA, same budget", "full": "full fine-tune"}
 DATA = {"prose": "bundled prose", "code": "bundled code", "upload": "my text file"}
 CHECKPOINT = {"auto": "mask, random and LN runs", "on": "every run", "off": "no run"}
 ACTIVE = ("queued", "running")
@@ -43,7 +42,7 @@ def layout(**_query) -> html.Div:
         card("Launch",
              html.Div(id=ids.FT_MASK),
              html.Div([
-                 labelled("Baselines", dcc.Checklist(id=ids.FT_BASELINES, options=[{"label": v, "value": k} for k, v in BASELINES.items()], value=["random"])),
+                 labelled("Baselines", dcc.Checklist(id=ids.FT_BASELINES, options=[], value=["random"])),
                  labelled("Steps", dcc.Input(id=ids.FT_STEPS, type="number", value=30, min=1, step=1)),
                  labelled("Learning rate", dcc.Input(id=ids.FT_LR, type="number", value=1e-3, min=0, step="any"), "sparse runs and LoRA"),
                  labelled("Data", dcc.RadioItems(id=ids.FT_DATA, options=[{"label": v, "value": k} for k, v in DATA.items()], value="prose")),
@@ -66,6 +65,13 @@ def layout(**_query) -> html.Div:
         ], className="row"),
         card("Earlier runs", html.Div(id=ids.FT_RUNS, className="table-scroll")),
     ])
+
+
+@dash.callback(Output(ids.FT_BASELINES, "options"), Input(ids.VOCAB, "data"))
+def offer_baselines(vocab: dict | None):
+    if not vocab:
+        return no_update
+    return options({name: method for name, method in vocab["methods"].items() if method["baseline"]})
 
 
 @dash.callback(Output(ids.FT_MASK, "children"), Input(ids.MASK, "data"))
@@ -101,27 +107,34 @@ def start_or_cancel(_s, _c, mask: dict | None, baselines: list[str], steps: int 
     action = user_action()
     if action is None:
         return no_update, no_update
-    client = api()
     if action == ids.FT_CANCEL:
-        if not job:
-            return no_update, problem_box("No job to cancel.")
-        try:
-            status = client.cancel_job(job["id"])
-        except ApiProblem as problem:
-            return no_update, problem_box(problem, "cancel the job")
-        return no_update, note(f"Cancel asked: the job is {status['state']}; a running job stops at its next step.")
+        return no_update, cancelled(job)
+    return started(mask, baselines, steps, lr, data, contents, checkpoint)
+
+
+def cancelled(job: dict | None) -> html.Div:
+    """What the cancel button did, in words."""
+    if not job:
+        return problem_box("No job to cancel.")
+    try:
+        status = api().cancel_job(job["id"])
+    except ApiProblem as problem:
+        return problem_box(problem, "cancel the job")
+    return note(f"Cancel asked: the job is {status['state']}; a running job stops at its next step.")
+
+
+def started(mask: dict | None, baselines: list[str], steps: int | None, lr: float | None, data: str, contents: str | None, checkpoint: str) -> tuple:
+    """(the job to follow, what happened) after the start button, or (no_update, why not)."""
     if not mask:
         return no_update, problem_box("Build or pick a mask on the Selection page first.")
     if not steps or steps < 1 or not lr or lr <= 0:
         return no_update, problem_box("steps and learning rate: give positive numbers")
-    text = None
-    if data == "upload":
-        text = _uploaded_text(contents)
-        if not text:
-            return no_update, problem_box("data: choose a UTF-8 text file first")
+    text = _uploaded_text(contents) if data == "upload" else None
+    if data == "upload" and not text:
+        return no_update, problem_box("data: choose a UTF-8 text file first")
     try:
-        status = client.start_finetune(mask["id"], baselines or [], int(steps), float(lr), data="prose" if data == "upload" else data, data_text=text,
-                                       checkpoint=checkpoint)
+        status = api().start_finetune(mask["id"], baselines or [], int(steps), float(lr), data="prose" if data == "upload" else data, data_text=text,
+                                      checkpoint=checkpoint)
     except ApiProblem as problem:
         return no_update, problem_box(problem, "start the fine-tune")
     return {"id": status["id"]}, note(f"Started job {status['id']}; its progress follows below.", "ok")
@@ -173,26 +186,36 @@ def results_table(result: dict) -> html.Section:
 def follow_job(_n, job: dict | None, model: dict | None, live: dict | None):
     if not job:
         return note("No job in this tab yet."), None, True, None, None, figures.empty_figure("Start a run to see its loss."), figures.empty_figure("")
-    client = api()
     try:
-        status = client.job(job["id"])
+        status = api().job(job["id"])
     except ApiProblem as problem:
         waiting = problem.kind in ("unreachable", "timeout")  # keep polling through a restart of the API
         return no_update, problem_box(problem if model else WAITING, "follow the job"), not waiting, no_update, no_update, no_update, no_update
-    points = live["points"] if live and live.get("job") == job["id"] else []
+    live = {"job": job["id"], "points": live_points(live, job["id"], status)}
+    if status["state"] in ACTIVE:
+        loss = figures.live_loss(live["points"]) if live["points"] else figures.empty_figure("Waiting for the first step…")
+        return progress_view(status), None, False, live, no_update, loss, no_update
+    message, results, loss, outliers = finished_views(job["id"], status)
+    return progress_view(status), message, True, live, results, loss, outliers
+
+
+def live_points(live: dict | None, job_id: str, status: dict) -> list[list]:
+    """The job's loss points so far, with the status's step added when it is a new one."""
+    points = live["points"] if live and live.get("job") == job_id else []
     if status["loss"] is not None and (not points or points[-1][0] != status["step"]):
         points = points + [[status["step"], status["loss"], status.get("phase") or ""]]
-    live = {"job": job["id"], "points": points}
-    if status["state"] in ACTIVE:
-        loss = figures.live_loss(points) if points else figures.empty_figure("Waiting for the first step…")
-        return progress_view(status), None, False, live, no_update, loss, no_update
+    return points
+
+
+def finished_views(job_id: str, status: dict) -> tuple:
+    """(message, results table, loss curves, outlier shift) of a job that stopped; only a done job has results."""
     if status["state"] != "done":
-        return progress_view(status), None, True, live, None, no_update, no_update
+        return None, None, no_update, no_update
     try:
-        result = client.job_result(job["id"])
+        result = api().job_result(job_id)
     except ApiProblem as problem:
-        return progress_view(status), problem_box(problem, "read the results"), True, live, None, no_update, no_update
-    return progress_view(status), None, True, live, results_table(result), figures.loss_curves(result["runs"]), figures.outlier_shift(result["outliers_before"], result["runs"])
+        return problem_box(problem, "read the results"), None, no_update, no_update
+    return None, results_table(result), figures.loss_curves(result["runs"]), figures.outlier_shift(result["outliers_before"], result["runs"])
 
 
 @dash.callback(Output(ids.FT_RUNS, "children"), Input(ids.MODEL, "data"), Input(ids.FT_RESULTS, "children"))

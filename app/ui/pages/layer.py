@@ -13,6 +13,7 @@ from app.ui.components import (
     add_to_mask,
     api,
     card,
+    chosen_only,
     labelled,
     layer_marks,
     mask_line,
@@ -23,13 +24,14 @@ from app.ui.components import (
     user_action,
 )
 from app.ui.state import (
-    SITES,
+    DEFAULT_SITE,
     coordinate_from_click,
     describe_intervention,
     format_perplexity,
     format_value,
     intervention_for,
     model_key,
+    options,
     perplexity_change,
     prompt_key,
     stack_intervention,
@@ -42,7 +44,6 @@ dash.register_page(__name__, path="/layer", name="Layer explorer", order=1, titl
 SEED = "lx-seed"  # the coordinate a link asked for (/layer?layer=11&position=0&dim=507)
 MATRIX = "lx-matrix"  # the heatmap's data, to map a click back to a coordinate
 VIEWS = {"top": "largest dims", "block": "all dims, pooled"}
-RESIDUAL_SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "ln1", "ln2")  # dims of width d_model
 MODE_BUTTONS = {ids.LX_ZERO: "zero", ids.LX_MEAN: "mean", ids.LX_SCALE: "scale", ids.LX_SET: "set"}
 
 
@@ -54,13 +55,13 @@ def _int(value: str | None) -> int | None:
 
 
 def layout(layer: str | None = None, position: str | None = None, dim: str | None = None, site: str | None = None, **_query) -> html.Div:
-    seed = {"layer": _int(layer), "position": _int(position), "dim": _int(dim), "site": site if site in SITES else "resid_post"}
+    seed = {"layer": _int(layer), "position": _int(position), "dim": _int(dim), "site": site or DEFAULT_SITE}  # the API refuses an unknown site, in words
     return html.Div([
         dcc.Store(id=SEED, data=seed),
         dcc.Store(id=MATRIX),
         html.Div([
             labelled("Layer", dcc.Slider(id=ids.LX_LAYER, min=0, max=1, step=1, value=seed["layer"] or 0, marks=None, tooltip={"placement": "bottom"}), wide=True),
-            labelled("Site", dcc.Dropdown(id=ids.LX_SITE, options=[{"label": v, "value": k} for k, v in SITES.items()], value=seed["site"], clearable=False)),
+            labelled("Site", dcc.Dropdown(id=ids.LX_SITE, options=chosen_only(seed["site"]), value=seed["site"], clearable=False)),
             labelled("Columns", dcc.RadioItems(id=ids.LX_VIEW, options=[{"label": v, "value": k} for k, v in VIEWS.items()], value="top")),
         ], className="controls layer-controls"),
         html.Div(id=ids.LX_MESSAGE),
@@ -106,6 +107,11 @@ def size_slider(model: dict | None, layer: int, seed: dict, selected: dict | Non
     return n - 1, layer_marks(n), min(max(wanted or 0, 0), n - 1)
 
 
+@dash.callback(Output(ids.LX_SITE, "options"), Input(ids.VOCAB, "data"))
+def offer_sites(vocab: dict | None):
+    return options(vocab["sites"]) if vocab else no_update
+
+
 @dash.callback(
     Output(ids.LX_HEATMAP, "figure"), Output(MATRIX, "data"), Output(ids.LX_TOPDIMS, "children"), Output(ids.LX_MESSAGE, "children"),
     Input(ids.PROMPT, "data"), Input(ids.MODEL, "data"), Input(ids.LX_LAYER, "value"), Input(ids.LX_SITE, "value"), Input(ids.LX_VIEW, "value"),
@@ -118,17 +124,31 @@ def show_layer(prompt: dict, model: dict | None, layer: int, site: str, view: st
     if layer is None or layer >= model["n_layers"]:
         return no_update, no_update, no_update, no_update
     key = [*prompt_key(prompt), model_key(model), layer, site, view]
+    try:
+        matrix, fresh = layer_matrix(key, cached, prompt, layer, site, view)
+    except ApiProblem as problem:
+        return figures.empty_figure("No heatmap: see the message above."), None, None, problem_box(problem, f"read layer {layer}")
+    return figures.activation_heatmap(matrix, selected), fresh, top_dims_table(matrix), pooled_hint(matrix)
+
+
+def layer_matrix(key: list, cached: dict | None, prompt: dict, layer: int, site: str, view: str) -> tuple[dict, dict]:
+    """The heatmap's data and what to store of it: the cached one when only the selection moved
+    (redraw the marker, skip the forward pass), else the API's with its key. Raises ApiProblem."""
     if cached and cached.get("key") == key:
-        matrix = cached["matrix"]  # only the selection moved: redraw the marker, skip the forward pass
-    else:
-        try:
-            matrix = api().activations(prompt["text"], prompt["prepend_bos"], layer, site=site, view=view)
-        except ApiProblem as problem:
-            return figures.empty_figure("No heatmap: see the message above."), None, None, problem_box(problem, f"read layer {layer}")
+        return cached["matrix"], no_update
+    matrix = api().activations(prompt["text"], prompt["prepend_bos"], layer, site=site, view=view)
+    return matrix, {"key": key, "matrix": matrix}
+
+
+def top_dims_table(matrix: dict) -> html.Table:
     rows = [[token_label(r["position"], r["token"]), ", ".join(f"{t['dim']}: {format_value(t['value'])}" for t in r["top"])] for r in top_dims_per_token(matrix)]
-    fresh = no_update if cached and cached.get("key") == key else {"key": key, "matrix": matrix}
-    hint = note("Each column pools a block of dims: switch to “largest dims” to pick a coordinate by clicking.") if matrix["block_size"] > 1 else None
-    return figures.activation_heatmap(matrix, selected), fresh, table(["token", "largest dims shown (dim: x)"], rows), hint
+    return table(["token", "largest dims shown (dim: x)"], rows)
+
+
+def pooled_hint(matrix: dict) -> html.Div | None:
+    if matrix["block_size"] == 1:
+        return None
+    return note("Each column pools a block of dims: switch to “largest dims” to pick a coordinate by clicking.")
 
 
 @dash.callback(
@@ -171,21 +191,26 @@ def intervene(_z, _m, _s, _t, _r, eval_source: str, selected: dict | None, value
         return no_update, no_update, no_update
     if trigger == ids.LX_RESET:
         return [], None, None
-    stack = list(stack or [])
-    if trigger in MODE_BUTTONS:
-        mode = MODE_BUTTONS[trigger]
-        if not selected:
-            return no_update, no_update, problem_box("Click a heatmap cell first.")
-        if mode in ("scale", "set") and value is None:
-            return no_update, no_update, problem_box(f"{mode.capitalize()} needs a number in the box beside the buttons.")
-        stack = stack_intervention(stack, intervention_for(selected, mode, value))
-    elif not stack:
-        return no_update, no_update, None  # a new evaluation source with nothing to evaluate
+    stack, refusal = stacked(trigger, selected, value, list(stack or []))
+    if refusal or not stack:  # nothing to evaluate: a refused press, or a new evaluation source before any intervention
+        return no_update, no_update, refusal
     try:
         result = api().intervene(prompt["text"], prompt["prepend_bos"], stack, eval_corpus=None if eval_source == "prompt" else eval_source)
     except ApiProblem as problem:
         return no_update, no_update, problem_box(problem, "run the intervention")
     return stack, {"key": prompt_key(prompt), "result": result}, None
+
+
+def stacked(trigger: str, selected: dict | None, value: float | None, stack: list[dict]) -> tuple[list[dict], html.Div | None]:
+    """The stack after a press (the same for a new evaluation source), or why the press adds nothing."""
+    if trigger not in MODE_BUTTONS:
+        return stack, None
+    mode = MODE_BUTTONS[trigger]
+    if not selected:
+        return stack, problem_box("Click a heatmap cell first.")
+    if mode in ("scale", "set") and value is None:
+        return stack, problem_box(f"{mode.capitalize()} needs a number in the box beside the buttons.")
+    return stack_intervention(stack, intervention_for(selected, mode, value)), None
 
 
 def _number(label: str, loss: dict, sub: str, css: str = "") -> html.Div:
@@ -204,22 +229,37 @@ def predictions_table(result: dict) -> html.Div:
     Input(ids.EFFECT, "data"), Input(ids.INTERVENTIONS, "data"), Input(SEED, "data"), State(ids.PROMPT, "data"),
 )
 def show_effect(effect: dict | None, stack: list[dict] | None, _seed: dict, prompt: dict):
-    stack_view = html.Ul([html.Li(describe_intervention(item)) for item in stack], className="stack") if stack else note("No interventions yet: pick a cell, then press a button.")
+    listed = stack_view(stack)
     if not effect or not stack or effect["key"] != prompt_key(prompt):
-        blank = figures.empty_figure("Intervene to compare layers before and after.")
-        return None, blank, figures.empty_figure(""), None, stack_view
+        return None, figures.empty_figure("Intervene to compare layers before and after."), figures.empty_figure(""), None, listed
     result = effect["result"]
+    return effect_numbers(result), figures.effect_curve(result["layers"]), sink_effect(result), predictions_table(result), listed
+
+
+def stack_view(stack: list[dict] | None) -> html.Ul | html.Div:
+    if not stack:
+        return note("No interventions yet: pick a cell, then press a button.")
+    return html.Ul([html.Li(describe_intervention(item)) for item in stack], className="stack")
+
+
+def effect_numbers(result: dict) -> html.Div:
+    """Perplexity before, after, and after the random control."""
     controls = ", ".join(describe_intervention(c) for c in result["control_interventions"])
-    numbers = html.Div([
+    return html.Div([
         _number("baseline perplexity", result["baseline"], f"on {result['eval_source']}, {result['baseline']['n_tokens']} tokens"),
         _number("intervened", result["intervened"], perplexity_change(result["baseline"]["perplexity"], result["intervened"]["perplexity"]), "intervened"),
         _number("random control", result["control"], controls),
     ], className="numbers", id="lx-numbers")
-    sinks = [e["sink_share_before"] for e in result["layers"]], [e["sink_share_after"] for e in result["layers"]]
-    return (
-        numbers, figures.effect_curve(result["layers"]), figures.sink_curve(sinks[0], sinks[1], "Sink share per layer, before and after"),
-        predictions_table(result), stack_view,
-    )
+
+
+def sink_effect(result: dict):
+    before, after = [e["sink_share_before"] for e in result["layers"]], [e["sink_share_after"] for e in result["layers"]]
+    return figures.sink_curve(before, after, "Sink share per layer, before and after")
+
+
+def residual_width(site: str) -> bool:
+    """Whether the site's dims are the residual stream's, the dims a norm entry and projection slices belong to. Raises ApiProblem."""
+    return api().vocab()["sites"].get(site, {}).get("width") == "d_model"
 
 
 @dash.callback(
@@ -232,9 +272,9 @@ def add_dim_to_mask(_n: int, selected: dict | None, mask: dict | None):
         return no_update, no_update
     if not selected:
         return no_update, problem_box("Click a heatmap cell first.")
-    if selected["site"] not in RESIDUAL_SITES:
-        return no_update, problem_box(f"{selected['site']} dims are not residual dims; pick a cell on a residual-width site such as resid_post.")
     try:
+        if not residual_width(selected["site"]):
+            return no_update, problem_box(f"{selected['site']} dims are not residual dims; pick a cell on a residual-width site such as resid_post.")
         mask = add_to_mask(mask, dims=[{"layer": selected["layer"], "dim": selected["dim"]}])
     except ApiProblem as problem:
         return no_update, problem_box(problem, "add to the selection")

@@ -12,6 +12,7 @@ from app.ui.components import (
     WAITING,
     api,
     card,
+    chosen_only,
     labelled,
     note,
     problem_box,
@@ -19,27 +20,26 @@ from app.ui.components import (
     table,
 )
 from app.ui.state import (
-    SITES,
+    DEFAULT_SITE,
+    cached_scan,
     format_value,
     massive_groups,
-    model_key,
-    prompt_key,
+    options,
     recurring,
+    scan_cache,
 )
 
 dash.register_page(__name__, path="/", name="Overview", order=0, title="Outlier Lab · Overview")
 
-RULE_LABELS = {
-    "paper": "paper: |x| > 100 and > 1000 × median",
-    "relative": "relative: |x| > 300 × median (small models)",
-}
+FRESH_SCAN = "ov-fresh-scan"  # a scan this page just fetched, on its way to the shell's SCAN store
 
 
 def layout(**_query) -> html.Div:
     return html.Div([
+        dcc.Store(id=FRESH_SCAN),
         html.Div([
-            labelled("Site", dcc.Dropdown(id=ids.OV_SITE, options=[{"label": v, "value": k} for k, v in SITES.items()], value="resid_post", clearable=False)),
-            labelled("Massive-activation rule", dcc.RadioItems(id=ids.OV_RULE, options=[{"label": v, "value": k} for k, v in RULE_LABELS.items()], value="paper")),
+            labelled("Site", dcc.Dropdown(id=ids.OV_SITE, options=chosen_only(DEFAULT_SITE), value=DEFAULT_SITE, clearable=False)),
+            labelled("Massive-activation rule", dcc.RadioItems(id=ids.OV_RULE, options=[], value="paper")),
         ], className="controls"),
         spinner(
             html.Div(id=ids.OV_MESSAGE),
@@ -57,7 +57,7 @@ def layout(**_query) -> html.Div:
 def massive_table(scan: dict) -> html.Div:
     groups = massive_groups(scan["massive"], scan["tokens"])
     if not groups:
-        return note("None under this rule. Small models stay below the paper's |x| > 100 floor in early layers: try the relative rule.")
+        return note("None under this rule. Small models stay below the paper rule's absolute floor in early layers: try the relative rule.")
     rows = [
         [g["position"], repr(g["token"]), g["dim"], g["layers"], format_value(g["peak"]),
          dcc.Link("explore", href=f"/layer?layer={g['peak_layer']}&position={g['position']}&dim={g['dim']}", className="explore-link")]
@@ -76,25 +76,46 @@ def recurring_view(scan: dict) -> html.Div:
     return html.Div([html.Div([html.H4("dims"), dims], className="half"), html.Div([html.H4("tokens"), tokens], className="half")], className="row")
 
 
+def scan_views(scan: dict, site: str) -> tuple:
+    """(layer curve, sink curve, massive table, recurring dims and tokens, summary line) of a scan."""
+    summary = note(f"{len(scan['tokens'])} tokens · {len(scan['massive'])} massive entries in {len({m['layer'] for m in scan['massive']})} layers · site {site}")
+    return figures.layer_curve(scan), figures.sink_curve(scan["sink_share"]), massive_table(scan), recurring_view(scan), summary
+
+
+def blank_views(why: str) -> tuple:
+    """The curve saying why it is empty, and nothing in the other views."""
+    return figures.empty_figure(why), figures.empty_figure(""), None, None
+
+
+@dash.callback(Output(ids.OV_SITE, "options"), Output(ids.OV_RULE, "options"), Input(ids.VOCAB, "data"))
+def offer_sites_and_rules(vocab: dict | None):
+    if not vocab:
+        return dash.no_update, dash.no_update
+    return options(vocab["sites"]), options(vocab["massive_rules"])
+
+
+# The scan goes to this page's own store, and from there to the shell's: a callback that writes a
+# shell store from page inputs runs on the app's first load, before the page exists, and fails there.
 @dash.callback(
     Output(ids.OV_CURVE, "figure"), Output(ids.OV_SINK, "figure"), Output(ids.OV_MASSIVE, "children"), Output(ids.OV_RECURRING, "children"),
-    Output(ids.OV_MESSAGE, "children"), Output(ids.SCAN, "data"),
+    Output(ids.OV_MESSAGE, "children"), Output(FRESH_SCAN, "data"),
     Input(ids.PROMPT, "data"), Input(ids.MODEL, "data"), Input(ids.OV_SITE, "value"), Input(ids.OV_RULE, "value"),
     State(ids.SCAN, "data"),
 )
 def show_scan(prompt: dict, model: dict | None, site: str, rule: str, cached: dict | None):
     if not model:
-        blank = figures.empty_figure(WAITING)
-        return blank, figures.empty_figure(""), None, None, None, dash.no_update
-    key = [*prompt_key(prompt), site, rule, model_key(model)]
-    if cached and cached.get("key") == key:
-        scan = cached["scan"]
-    else:
-        try:
-            scan = api().scan(prompt["text"], prompt["prepend_bos"], site=site, rule=rule)
-        except ApiProblem as problem:
-            blank = figures.empty_figure("No scan: see the message above.")
-            return blank, figures.empty_figure(""), None, None, problem_box(problem, "scan the prompt"), dash.no_update
-    summary = note(f"{len(scan['tokens'])} tokens · {len(scan['massive'])} massive entries in {len({m['layer'] for m in scan['massive']})} layers · site {site}")
-    fresh = dash.no_update if cached and cached.get("key") == key else {"key": key, "scan": scan}
-    return figures.layer_curve(scan), figures.sink_curve(scan["sink_share"]), massive_table(scan), recurring_view(scan), summary, fresh
+        return *blank_views(WAITING), None, dash.no_update
+    scan = cached_scan(cached, prompt, model, site, rule)
+    if scan is not None:
+        return *scan_views(scan, site), dash.no_update
+    try:
+        scan = api().scan(prompt["text"], prompt["prepend_bos"], site=site, rule=rule)
+    except ApiProblem as problem:
+        return *blank_views("No scan: see the message above."), problem_box(problem, "scan the prompt"), dash.no_update
+    return *scan_views(scan, site), scan_cache(scan, prompt, model, site, rule)
+
+
+@dash.callback(Output(ids.SCAN, "data"), Input(FRESH_SCAN, "data"), prevent_initial_call=True)
+def keep_scan(fresh: dict | None):
+    """The attention and weights pages reuse it for the same prompt and model."""
+    return fresh or dash.no_update

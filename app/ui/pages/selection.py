@@ -9,7 +9,7 @@ import dash
 from dash import Input, Output, State, dcc, html, no_update
 
 from app.ui import ids
-from app.ui.client import ApiProblem
+from app.ui.client import ApiClient, ApiProblem
 from app.ui.components import (
     api,
     card,
@@ -21,6 +21,7 @@ from app.ui.components import (
     table,
     user_action,
 )
+from app.ui.state import options
 
 dash.register_page(__name__, path="/selection", name="Selection", order=4, title="Outlier Lab · Selection")
 
@@ -28,12 +29,6 @@ MOUNTED = "sl-mounted"  # part of the page: an input that makes the page's first
 SAVED = "sl-saved"
 OPEN = "sl-open"
 SOURCE = "sl-source"
-RULES = {
-    "super_weights": "super weights (down-projection entries writing massive dims)",
-    "norm_outliers": "norm outlier entries",
-    "attention_reads": "attention columns reading outlier features",
-    "ffn_reads": "MLP columns reading outlier features",
-}
 SOURCES = {"prompt": "the prompt", "corpus": "bundled prose"}
 
 
@@ -57,7 +52,7 @@ def layout(**_query) -> html.Div:
                      labelled("Layer window n", dcc.Input(id=ids.SL_WINDOW, type="number", value=0, min=0, step=1), "keep one norm layer per ±n (0: off)"),
                      labelled("Read activations of", dcc.RadioItems(id=SOURCE, options=[{"label": v, "value": k} for k, v in SOURCES.items()], value="prompt")),
                  ], className="controls"),
-                 labelled("Rules, in priority order", dcc.Checklist(id=ids.SL_RULES, options=[{"label": v, "value": k} for k, v in RULES.items()], value=list(RULES))),
+                 labelled("Rules, in priority order", dcc.Checklist(id=ids.SL_RULES, options=[], value=[])),
                  html.Div([html.Button("Suggest", id=ids.SL_SUGGEST, className="button primary", n_clicks=0)], className="buttons"),
                  class_name="half"),
             card("Import or reopen",
@@ -67,6 +62,14 @@ def layout(**_query) -> html.Div:
                  class_name="half"),
         ], className="row"),
     ])
+
+
+@dash.callback(Output(ids.SL_RULES, "options"), Output(ids.SL_RULES, "value"), Input(ids.VOCAB, "data"))
+def offer_rules(vocab: dict | None):
+    """Every mask rule, all ticked, in the API's default priority order."""
+    if not vocab:
+        return no_update, no_update
+    return options(vocab["mask_rules"]), list(vocab["mask_rules"])
 
 
 @dash.callback(Output(SAVED, "options"), Input(ids.MASK, "data"), Input(ids.MODEL, "data"), Input(MOUNTED, "data"))
@@ -94,30 +97,41 @@ def change_mask(_s, _c, contents: str | None, _o, filename: str | None, name: st
         return no_update, no_update
     if action == ids.SL_CLEAR:
         return None, note("Cleared. The mask stays on the server; reopen it below.")
-    client = api()
     try:
         if action == ids.SL_SUGGEST:
-            if not budget or budget < 1:
-                return no_update, problem_box("budget: give a whole number of parameters >= 1")
-            if not rules:
-                return no_update, problem_box("rules: tick at least one rule")
-            text = prompt["text"] if source == "prompt" else None
-            found = client.suggest_mask(int(budget), text, prompt["prepend_bos"], rules, int(window or 0), name or "outlier rules")
-            counted = ", ".join(f"{RULES[r].split(' (')[0]}: {n:,}" for r, n in found["found"].items())
-            return found["mask"], note(f"Suggested within a budget of {found['budget']:,}. Before trimming, the rules found {counted}.", "ok")
+            return suggested(api(), name, budget, window, rules, prompt["text"] if source == "prompt" else None, prompt["prepend_bos"])
         if action == ids.SL_UPLOAD:
-            if not contents:
-                return no_update, no_update
-            data = base64.b64decode(contents.split(",", 1)[1])
-            mask = client.import_mask(filename or "mask", data)
-            return mask, note(f"Imported {filename}.", "ok")
-        if action == OPEN:
-            if not saved:
-                return no_update, problem_box("Pick a saved mask first.")
-            return client.mask(saved), None
+            return imported(api(), contents, filename)
+        return reopened(api(), saved)
     except ApiProblem as problem:
         return no_update, problem_box(problem, "change the mask")
-    return no_update, no_update
+
+
+def suggested(client: ApiClient, name: str | None, budget: int | None, window: int | None, rules: list[str], text: str | None, prepend_bos: bool) -> tuple:
+    """(mask, message) of a suggestion within the budget, or why none was asked for. Raises ApiProblem."""
+    if not budget or budget < 1:
+        return no_update, problem_box("budget: give a whole number of parameters >= 1")
+    if not rules:
+        return no_update, problem_box("rules: tick at least one rule")
+    found = client.suggest_mask(int(budget), text, prepend_bos, rules, int(window or 0), name or "outlier rules")
+    labels = client.vocab()["mask_rules"]
+    counted = ", ".join(f"{labels[r]['label'].split(' (')[0]}: {n:,}" for r, n in found["found"].items())
+    return found["mask"], note(f"Suggested within a budget of {found['budget']:,}. Before trimming, the rules found {counted}.", "ok")
+
+
+def imported(client: ApiClient, contents: str | None, filename: str | None) -> tuple:
+    """(mask, message) of an uploaded MASK.json or MASK.safetensors. Raises ApiProblem."""
+    if not contents:
+        return no_update, no_update
+    mask = client.import_mask(filename or "mask", base64.b64decode(contents.split(",", 1)[1]))
+    return mask, note(f"Imported {filename}.", "ok")
+
+
+def reopened(client: ApiClient, saved: str | None) -> tuple:
+    """(mask, message) of a mask saved on the server. Raises ApiProblem."""
+    if not saved:
+        return no_update, problem_box("Pick a saved mask first.")
+    return client.mask(saved), None
 
 
 @dash.callback(Output(ids.SL_SUMMARY, "children"), Output(ids.SL_TABLE, "children"), Input(ids.MASK, "data"), Input(MOUNTED, "data"))

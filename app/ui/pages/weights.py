@@ -8,7 +8,7 @@ import dash
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 
 from app.ui import figures, ids
-from app.ui.client import ApiProblem
+from app.ui.client import ApiClient, ApiProblem
 from app.ui.components import (
     WAITING,
     add_to_mask,
@@ -23,14 +23,12 @@ from app.ui.components import (
     table,
     user_action,
 )
-from app.ui.state import model_key, prompt_key
+from app.ui.state import cached_scan, options
 
 dash.register_page(__name__, path="/weights", name="Weights", order=3, title="Outlier Lab · Weights")
 
-SUMMARY = "wt-summary"  # {"weights": norm statistics, "dims": massive dims, "at_dims": norms at those dims}
+SUMMARY = "wt-summary"  # read_summary's answer: norm statistics, the prompt's massive dims, the norms at the dims compared
 NORM_HIST = "wt-norm-hist"  # pattern-matched: one histogram per norm of the layer
-RULES = {"sigma": "σ from the mean", "percentile": "percentile", "mad": "median / MAD"}
-DEFAULT_K = {"sigma": 3.0, "percentile": 99.0, "mad": 3.0}
 MAX_OVERVIEW_DIMS = 40
 
 
@@ -38,8 +36,8 @@ def layout(**_query) -> html.Div:
     return html.Div([
         dcc.Store(id=SUMMARY),
         html.Div([
-            labelled("Outlier rule", dcc.RadioItems(id=ids.WT_RULE, options=[{"label": v, "value": k} for k, v in RULES.items()], value="sigma", inline=True)),
-            labelled("k", dcc.Input(id=ids.WT_K, type="number", value=3.0, min=0, step="any", debounce=True), "σ multiples; percentile: 50 < k < 100"),
+            labelled("Outlier rule", dcc.RadioItems(id=ids.WT_RULE, options=[], value="sigma", inline=True)),
+            labelled("k", dcc.Input(id=ids.WT_K, type="number", min=0, step="any", debounce=True), "σ multiples; percentile: 50 < k < 100"),
             labelled("Layer", dcc.Slider(id=ids.WT_LAYER, min=0, max=1, step=1, value=0, marks=None, tooltip={"placement": "bottom"}), wide=True),
         ], className="controls layer-controls"),
         html.Div(id=ids.WT_MESSAGE),
@@ -93,9 +91,39 @@ def first_massive_layer(massive: list[dict], n_layers: int) -> int:
     return min(near)
 
 
-@dash.callback(Output(ids.WT_K, "value"), Input(ids.WT_RULE, "value"), prevent_initial_call=True)
-def default_k(rule: str):
-    return DEFAULT_K[rule]
+@dash.callback(Output(ids.WT_RULE, "options"), Input(ids.VOCAB, "data"))
+def offer_rules(vocab: dict | None):
+    return options(vocab["weight_rules"]) if vocab else no_update
+
+
+@dash.callback(Output(ids.WT_K, "value"), Input(ids.WT_RULE, "value"), Input(ids.VOCAB, "data"))
+def default_k(rule: str, vocab: dict | None):
+    """The rule's default threshold, whenever the rule changes (and once the vocabulary arrives)."""
+    return vocab["weight_rules"][rule]["k"] if vocab else no_update
+
+
+def read_summary(client: ApiClient, rule: str, k: float, prompt: dict, model: dict, cached: dict | None) -> dict:
+    """Norm statistics of every layer, the prompt's massive dims (from the overview's scan when it has
+    one for this prompt and model), and the norms at the dims worth comparing. Raises ApiProblem."""
+    weights = client.weights(rule, k, kinds=("norm",))
+    massive = (cached_scan(cached, prompt, model) or client.scan(prompt["text"], prompt["prepend_bos"], rule="relative"))["massive"]
+    massive_dims = sorted({m["dim"] for m in massive})
+    dims = overview_dims(weights, massive_dims)
+    at_dims = client.norms_at_dims(dims)["entries"] if dims else []
+    return {"weights": weights, "massive_dims": massive_dims, "marked": marked_dims(massive), "dims": dims, "at_dims": at_dims,
+            "focus": first_massive_layer(massive, model["n_layers"])}
+
+
+def summary_notes(summary: dict, model: dict) -> list:
+    marked = summary["marked"]
+    notes = [note(f"Massive-activation dims of the prompt (relative rule): {', '.join(map(str, summary['massive_dims'])) or 'none'}; the largest, {', '.join(map(str, marked)) or '—'}, are marked in purple.")]
+    if model.get("quantized_source"):
+        notes.append(note("Norm weights come from the GGUF file in F32 and are exact; projection matrices were dequantized, so their entries partly show the quantization grid."))
+    return notes
+
+
+def norms_at_dims_figure(summary: dict):
+    return figures.norm_overview(summary["at_dims"], summary["dims"]) if summary["at_dims"] else figures.empty_figure("No outlier dims to show.")
 
 
 @dash.callback(
@@ -107,29 +135,29 @@ def default_k(rule: str):
 def load_summary(model: dict | None, rule: str, k: float | None, prompt: dict, cached: dict | None, layer: int, previous: dict | None):
     if not model:
         return None, figures.empty_figure(WAITING), figures.empty_figure(""), None, no_update, no_update, no_update
-    if k is None:
-        return no_update, no_update, no_update, problem_box("k: give a number"), no_update, no_update, no_update
-    client = api()
+    if k is None:  # cleared by the user, or the rule's default still on its way with the vocabulary
+        return no_update, no_update, no_update, problem_box("k: give a number") if user_action() == ids.WT_K else no_update, no_update, no_update, no_update
     try:
-        weights = client.weights(rule, k, kinds=("norm",))
-        if cached and cached["key"][:2] == prompt_key(prompt) and cached["key"][-1] == model_key(model):
-            massive = cached["scan"]["massive"]
-        else:
-            massive = client.scan(prompt["text"], prompt["prepend_bos"], rule="relative")["massive"]
-        massive_dims = sorted({m["dim"] for m in massive})
-        dims = overview_dims(weights, massive_dims)
-        at_dims = client.norms_at_dims(dims)["entries"] if dims else []
+        summary = read_summary(api(), rule, k, prompt, model, cached)
     except ApiProblem as problem:
         return None, figures.empty_figure("No statistics: see the message above."), figures.empty_figure(""), problem_box(problem, "read the weight statistics"), no_update, no_update, no_update
-    marked = marked_dims(massive)
-    messages = [note(f"Massive-activation dims of the prompt (relative rule): {', '.join(map(str, massive_dims)) or 'none'}; the largest, {', '.join(map(str, marked)) or '—'}, are marked in purple.")]
-    if model.get("quantized_source"):
-        messages.append(note("Norm weights come from the GGUF file in F32 and are exact; projection matrices were dequantized, so their entries partly show the quantization grid."))
-    summary = {"weights": weights, "massive_dims": marked, "at_dims": at_dims}
-    overview = figures.norm_overview(at_dims, dims) if at_dims else figures.empty_figure("No outlier dims to show.")
     n = model["n_layers"]
-    focus = layer if previous else first_massive_layer(massive, n)  # open where the massive activation appears
-    return summary, figures.norm_summary(weights), overview, messages, n - 1, layer_marks(n), focus
+    focus = layer if previous else summary["focus"]  # open where the massive activation appears
+    return summary, figures.norm_summary(summary["weights"]), norms_at_dims_figure(summary), summary_notes(summary, model), n - 1, layer_marks(n), focus
+
+
+def norm_graph(stats: dict, summary: dict) -> html.Div:
+    """One norm's histogram, the prompt's largest massive dims marked on it."""
+    marks = [{"dim": e["dim"], "value": e["value"]} for e in summary["at_dims"] if e["parameter"] == stats["name"] and e["dim"] in summary["marked"]]
+    return html.Div(dcc.Graph(id={"type": NORM_HIST, "name": stats["name"]}, figure=figures.weight_histogram(stats, marks), config={"displaylogo": False}), className="half")
+
+
+def matrix_options(matrices: list[str], layer: int, current: str | None) -> tuple[list[dict], str | None]:
+    """The layer's matrices by their name within the block, and the one to show: the current one
+    when the layer has it, else the down-projection (where super weights live), else the first."""
+    names = [{"label": name.split(f".{layer}.", 1)[-1], "value": name} for name in matrices]
+    keep = current if current in matrices else next((n for n in matrices if n.endswith("down_proj.weight")), matrices[0] if matrices else None)
+    return names, keep
 
 
 @dash.callback(
@@ -139,24 +167,14 @@ def load_summary(model: dict | None, rule: str, k: float | None, prompt: dict, c
 def show_layer_norms(summary: dict | None, layer: int, rule: str, k: float, matrix: str | None):
     if not summary:
         return None, None, None, [], None
-    norms = [p for p in summary["weights"]["parameters"] if p["kind"] == "norm" and p["layer"] == layer]
-    client = api()
-    graphs, rows = [], []
     try:
-        for p in norms:
-            stats = client.tensor(p["name"], rule, k)
-            marks = [{"dim": e["dim"], "value": e["value"]} for e in summary["at_dims"] if e["parameter"] == p["name"] and e["dim"] in summary["massive_dims"]]
-            graphs.append(html.Div(dcc.Graph(id={"type": NORM_HIST, "name": p["name"]}, figure=figures.weight_histogram(stats, marks), config={"displaylogo": False}), className="half"))
-            rows += [[p["name"], o["index"][0], o["value"]] for o in stats["outliers"]["listed"]]
-        matrices = client.weights(rule, k, kinds=("matrix",), layers=(layer,))["parameters"]
+        found = api().layer_weights(layer, rule, k)
     except ApiProblem as problem:
         return problem_box(problem, f"read the norms of layer {layer}"), None, None, [], None
-    options = [{"label": m["name"].split(f".{layer}.", 1)[-1], "value": m["name"]} for m in matrices]
-    names = [o["value"] for o in options]
-    keep = matrix if matrix in names else next((n for n in names if n.endswith("down_proj.weight")), names[0] if names else None)
-    listed = table(["parameter", "dim", "scale"], [[n, d, f"{v:.4g}"] for n, d, v in rows]) if rows else note("No outliers under this rule.")
-    entries = [{"parameter": n, "dim": d} for n, d, _ in rows]
-    return graphs or note(f"Layer {layer} has no norm weights."), listed, entries, options, keep
+    listed = [{"parameter": stats["name"], "dim": o["index"][0], "value": o["value"]} for stats in found["norms"] for o in stats["outliers"]["listed"]]
+    graphs = [norm_graph(stats, summary) for stats in found["norms"]] or note(f"Layer {layer} has no norm weights.")
+    shown = table(["parameter", "dim", "scale"], [[e["parameter"], e["dim"], f"{e['value']:.4g}"] for e in listed]) if listed else note("No outliers under this rule.")
+    return graphs, shown, [{"parameter": e["parameter"], "dim": e["dim"]} for e in listed], *matrix_options(found["matrices"], layer, matrix)
 
 
 @dash.callback(
@@ -174,7 +192,6 @@ def show_matrix(name: str | None, rule: str, k: float | None):
     return figures.weight_histogram(stats), figures.line_norms(stats), [note(layout_note)] + ([note(stats["note"])] if stats.get("note") else [])
 
 
-
 def _rule_source(rule: str, k: float) -> str:
     return f"click: weights view, {rule} k={k:g}"
 
@@ -189,28 +206,38 @@ def add_weights_to_mask(_n, _norm_clicks: list, _line_click: dict | None, _matri
     action = user_action()
     if action is None:
         return no_update, no_update
-    source = _rule_source(rule, k or 0)
-    if action == ids.WT_ADD_MASK:
-        if not listed:
-            return no_update, problem_box("This layer's norms list no outliers under the rule.")
-        by_parameter: dict[str, list[list[int]]] = {}
-        for entry in listed:
-            by_parameter.setdefault(entry["parameter"], []).append([entry["dim"]])
-        parts = [{"parameter": name, "kind": "entries", "index": index, "source": source} for name, index in by_parameter.items()]
-    else:
-        point = (ctx.triggered[0]["value"] or {}).get("points", [{}])[0]
-        if not isinstance(point.get("customdata"), list):  # a histogram bar, not an outlier marker
-            return no_update, no_update
-        if action == ids.WT_LINES:
-            axis, index = point["customdata"]
-            parts = [{"parameter": matrix, "kind": axis, "index": [int(index)], "source": source}]
-        else:
-            parameter = matrix if action == ids.WT_MATRIX_HIST else action["name"]
-            parts = [{"parameter": parameter, "kind": "entries", "index": [[int(i) for i in point["customdata"]]], "source": source}]
+    parts = weight_parts(action, ctx.triggered[0]["value"], listed, matrix, _rule_source(rule, k or 0))
+    if parts is None:  # a histogram bar, not an outlier marker
+        return no_update, no_update
+    if not parts:
+        return no_update, problem_box("This layer's norms list no outliers under the rule.")
     try:
         mask = add_to_mask(mask, parts=parts)
     except ApiProblem as problem:
         return no_update, problem_box(problem, "add to the selection")
+    return mask, note(f"Added {added_line(parts)}. Now {mask_line(mask)}.", "ok")
+
+
+def weight_parts(action: str | dict, click: dict | None, listed: list[dict] | None, matrix: str | None, source: str) -> list[dict] | None:
+    """The mask parts a press asks for: every listed norm outlier of the layer, or the entry, row or
+    column of the clicked outlier marker (None when the click hit a histogram bar)."""
+    if action == ids.WT_ADD_MASK:
+        by_parameter: dict[str, list[list[int]]] = {}
+        for entry in listed or []:
+            by_parameter.setdefault(entry["parameter"], []).append([entry["dim"]])
+        return [{"parameter": name, "kind": "entries", "index": index, "source": source} for name, index in by_parameter.items()]
+    point = (click or {}).get("points", [{}])[0]
+    if not isinstance(point.get("customdata"), list):
+        return None
+    if action == ids.WT_LINES:
+        axis, index = point["customdata"]
+        return [{"parameter": matrix, "kind": axis, "index": [int(index)], "source": source}]
+    parameter = matrix if action == ids.WT_MATRIX_HIST else action["name"]
+    return [{"parameter": parameter, "kind": "entries", "index": [[int(i) for i in point["customdata"]]], "source": source}]
+
+
+def added_line(parts: list[dict]) -> str:
+    """'3 entries of model.layers.2.input_layernorm.weight', '1 row of …'."""
     added = sum(len(p["index"]) for p in parts)
     kind = parts[0]["kind"] if added != 1 else {"entries": "entry", "rows": "row", "columns": "column"}[parts[0]["kind"]]
-    return mask, note(f"Added {added} {kind} of {', '.join(sorted({p['parameter'] for p in parts}))}. Now {mask_line(mask)}.", "ok")
+    return f"{added} {kind} of {', '.join(sorted({p['parameter'] for p in parts}))}"
