@@ -12,7 +12,7 @@ import argparse
 
 from app.cli.common import emit_json, emit_lines
 
-COORDINATE_METHODS = ("mask", "random", "ln")  # mirrors outlier_core.tune.finetune.COORDINATE_METHODS: LoRA and full runs have no sparse deltas
+COORDINATE_METHODS = ("mask", "random", "ln")  # the runs that save a mask and sparse deltas; LoRA and full runs do not
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, ClassVar
 
 import torch
 from peft.config import PeftConfig
@@ -84,15 +84,15 @@ class OutlierMaskConfig(PeftConfig):
     it. A saved adapter's config carries `parameters` and reloads without the mask file.
     """
 
-    mask: Optional[str] = field(default=None, metadata={"help": "MASK.json or MASK.safetensors from `outlier-lab mask suggest` (or a SelectionMask)"})
-    mask_name: Optional[str] = field(default=None, metadata={"help": "the mask's name (filled from the mask)"})
-    mask_model: Optional[str] = field(default=None, metadata={"help": "the model the mask was built for (filled from the mask)"})
-    n_model_params: Optional[int] = field(default=None, metadata={"help": "that model's parameter count, checked against the model adapted"})
-    parameters: Optional[dict[str, dict[str, Any]]] = field(
+    mask: str | None = field(default=None, metadata={"help": "MASK.json or MASK.safetensors from `outlier-lab mask suggest` (or a SelectionMask)"})
+    mask_name: str | None = field(default=None, metadata={"help": "the mask's name (filled from the mask)"})
+    mask_model: str | None = field(default=None, metadata={"help": "the model the mask was built for (filled from the mask)"})
+    n_model_params: int | None = field(default=None, metadata={"help": "that model's parameter count, checked against the model adapted"})
+    parameters: dict[str, dict[str, Any]] | None = field(
         default=None, metadata={"help": "per parameter (plain Hugging Face name): its shape and the number of coordinates trained"}
     )
-    target_modules: Optional[list[str]] = field(default=None, metadata={"help": "the modules that own those parameters (filled from the mask)"})
-    modules_to_save: Optional[list[str]] = field(default=None, metadata={"help": "modules trained in full and saved beside the adapter"})
+    target_modules: list[str] | None = field(default=None, metadata={"help": "the modules that own those parameters (filled from the mask)"})
+    modules_to_save: list[str] | None = field(default=None, metadata={"help": "modules trained in full and saved beside the adapter"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -165,7 +165,7 @@ class OutlierMaskLayer(nn.Module, BaseTunerLayer):
         for name, deltas in self.attached.items():
             deltas.set_enabled(not self.disable_adapters and name in self.active_adapters)
 
-    def merge(self, safe_merge: bool = False, adapter_names: Optional[list[str]] = None) -> None:
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
         """Write base + delta into the base weights; `unmerge` puts the base values back exactly."""
         for name in check_adapters_to_merge(self, adapter_names):
             if name not in self.attached:
@@ -184,7 +184,7 @@ class OutlierMaskLayer(nn.Module, BaseTunerLayer):
         while self.merged_adapters:
             self.attached[self.merged_adapters.pop()].unfold()
 
-    def unload_and_optionally_merge_module(self, merge: bool, safe_merge: bool, adapter_names: Optional[list[str]]) -> nn.Module:
+    def unload_and_optionally_merge_module(self, merge: bool, safe_merge: bool, adapter_names: list[str] | None) -> nn.Module:
         """Remove every adapter (merged ones leave base + delta in the weights) and return the base module."""
         if merge:
             self.merge(safe_merge=safe_merge, adapter_names=adapter_names)
@@ -211,7 +211,7 @@ class OutlierMaskModel(BaseTuner):
 
     prefix: str = PREFIX
     tuner_layer_cls = OutlierMaskLayer
-    target_module_mapping: dict[str, list[str]] = {}  # the targets come from the mask, never from the architecture
+    target_module_mapping: ClassVar[dict[str, list[str]]] = {}  # the targets come from the mask, never from the architecture
 
     def inject_adapter(self, model: nn.Module, adapter_name: str, autocast_adapter_dtype: bool = True, low_cpu_mem_usage: bool = False, state_dict=None) -> None:
         if low_cpu_mem_usage:
