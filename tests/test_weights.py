@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from app.cli.main import main
+from outlier_core.contract import to_json
 from outlier_core.errors import InputError
 from outlier_core.load.models import tiny_random_hf
 from outlier_core.observe.owl import layer_outlier_ratios
@@ -216,7 +217,7 @@ def test_tensor_above_torch_quantile_limit():
 
 def test_json_is_plain_and_finite():
     stats = tensor_stats(torch.from_numpy(bimodal_matrix()))
-    payload = json.loads(json.dumps(stats.to_json(), allow_nan=False))
+    payload = json.loads(json.dumps(to_json(stats), allow_nan=False))
     assert payload["shape"] == [257, 131]
     assert len(payload["histogram"]["edges"]) == len(payload["histogram"]["counts"]) + 1
     assert set(payload["summary"]["percentiles"]) == {str(q) for q in PERCENTILES}
@@ -239,13 +240,13 @@ def test_tiny_model_covers_every_norm_and_projection(tiny):
     assert len(reference) == 4 * 9 + 1
     for name, w in reference.items():
         entry = by_name[name]
-        assert entry.stats.shape == tuple(w.shape)
+        assert entry.shape == tuple(w.shape)
         assert entry.kind == ("norm" if "norm" in name else "matrix")
         assert entry.layer == (None if name == "model.norm.weight" else int(name.split(".")[2]))
         assert entry.effective_scale_offset == 0.0 and entry.note is None
-        assert entry.stats.summary.mean == pytest.approx(float(w.double().mean()), rel=1e-6, abs=1e-9)
+        assert entry.summary.mean == pytest.approx(float(w.double().mean()), rel=1e-6, abs=1e-9)
     assert by_name["model.layers.0.mlp.down_proj.weight"].layout == "[out, in]"
-    payload = json.loads(json.dumps(result.to_json(), allow_nan=False))
+    payload = json.loads(json.dumps(to_json(result), allow_nan=False))
     assert len(payload["parameters"]) == len(reference)
 
 
@@ -269,11 +270,11 @@ def test_gemma_style_norms_describe_one_plus_w(tiny):
     norm = by_name["model.layers.1.input_layernorm.weight"]
     w = reference["model.layers.1.input_layernorm.weight"].double()
     assert norm.effective_scale_offset == 1.0 and norm.note is None
-    assert norm.stats.summary.mean == pytest.approx(float((1 + w).mean()), rel=1e-6)
-    assert norm.stats.summary.max == pytest.approx(float((1 + w).max()), rel=1e-6)
+    assert norm.summary.mean == pytest.approx(float((1 + w).mean()), rel=1e-6)
+    assert norm.summary.max == pytest.approx(float((1 + w).max()), rel=1e-6)
     matrix = by_name["model.layers.1.self_attn.q_proj.weight"]
     assert matrix.effective_scale_offset == 0.0 and "quantization grid" in matrix.note
-    assert matrix.stats.summary.mean == pytest.approx(float(reference["model.layers.1.self_attn.q_proj.weight"].double().mean()), abs=1e-9)
+    assert matrix.summary.mean == pytest.approx(float(reference["model.layers.1.self_attn.q_proj.weight"].double().mean()), abs=1e-9)
     view = norm_at_dims(gemma_like, [5], layers=(1,))
     assert view.effective_scale_offset == 1.0
     assert view.entries[0].value == pytest.approx(float(1 + w[5]), rel=1e-6)
@@ -410,20 +411,20 @@ def test_super_weight_matrix_stats_equal_numpy(smol, plain_smol_weights):
     result = model_weight_stats(smol, WeightRule("sigma", 3), layers=(11,))
     entry = next(p for p in result.parameters if p.name == name)
     a = plain_smol_weights[name].numpy().astype(np.float64)
-    s = entry.stats.summary
-    assert entry.stats.shape == a.shape == (576, 1536)
+    s = entry.summary
+    assert entry.shape == a.shape == (576, 1536)
     assert (s.min, s.max) == (a.min(), a.max())
     assert s.mean == pytest.approx(a.mean(), rel=1e-9)
     assert s.std == pytest.approx(a.std(), rel=1e-6)
     np.testing.assert_allclose([v for _, v in s.percentiles], np.percentile(a, PERCENTILES), rtol=1e-12)
-    counts, _ = np.histogram(a, bins=np.array(entry.stats.histogram.edges))
-    assert list(entry.stats.histogram.counts) == counts.tolist()
-    assert entry.stats.outliers.count == int((np.abs(a - a.mean()) > 3 * a.std()).sum())
+    counts, _ = np.histogram(a, bins=np.array(entry.histogram.edges))
+    assert list(entry.histogram.counts) == counts.tolist()
+    assert entry.outliers.count == int((np.abs(a - a.mean()) > 3 * a.std()).sum())
     # the two super weights are the farthest outliers (Yu et al. 2024)
-    assert [o.index for o in entry.stats.outliers.listed[:2]] == [(507, 1487), (507, 1229)]
-    assert entry.stats.outliers.listed[0].value == pytest.approx(6.07, abs=0.01)
+    assert [o.index for o in entry.outliers.listed[:2]] == [(507, 1487), (507, 1229)]
+    assert entry.outliers.listed[0].value == pytest.approx(6.07, abs=0.01)
     assert "quantization grid" in entry.note
-    assert entry.stats.rows.outliers.listed[0].index == (507,)  # the row that writes the massive dim
+    assert entry.rows.outliers.listed[0].index == (507,)  # the row that writes the massive dim
 
 
 @pytest.mark.real

@@ -52,8 +52,19 @@ def finite_float(value: str) -> float:
     return number
 
 
-def emit_json(payload: dict) -> None:
-    sys.stdout.write(json.dumps(payload, allow_nan=False) + "\n")
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def emit_json(payload: Any) -> None:
+    """JSON values (`outlier_core.contract.to_json` of a result) as one line; NaN and inf print as null, as the API sends them."""
+    sys.stdout.write(json.dumps(_finite(payload), allow_nan=False) + "\n")
 
 
 def emit_lines(lines: list[str]) -> None:

@@ -34,6 +34,7 @@ def report(origin) -> list[str]:
 
 def run(args: argparse.Namespace) -> None:
     from app.cli.common import CliError, load_model_for
+    from outlier_core.contract import to_json
     from outlier_core.errors import InputError
     from outlier_core.observe.origin import trace_origin
 
@@ -45,4 +46,4 @@ def run(args: argparse.Namespace) -> None:
         if err.field not in ("layer", "position", "dim"):
             raise
         raise CliError(f"--at: {err.field} {err.reason}") from err
-    emit_json(result.to_json()) if args.json else emit_lines(report(result))
+    emit_json(to_json(result)) if args.json else emit_lines(report(result))

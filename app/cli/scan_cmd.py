@@ -49,9 +49,15 @@ def report(scan) -> list[str]:
 
 def run(args: argparse.Namespace) -> None:
     from app.cli.common import load_model_for
+    from outlier_core.contract import to_json
     from outlier_core.observe.capture import scan
 
     rule = rule_from(args)
     model = load_model_for(args)
     result = scan(model, args.text, prepend_bos=args.prepend_bos, site=args.site, top_k=args.top_k, rule=rule)
-    emit_json(result.to_json()) if args.json else emit_lines(report(result))
+    if not args.json:
+        emit_lines(report(result))
+        return
+    payload = to_json(result)
+    del payload["head_sink_share"]  # the command's contract predates the per-head shares the API added
+    emit_json(payload)

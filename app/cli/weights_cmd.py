@@ -44,11 +44,11 @@ def stats_table(result) -> list[str]:
         f"{'tensor':<48} {'shape':>11} {'mean':>10} {'σ':>10} {'min':>10} {'max':>10} {'#out':>6} {'bimod':>6}",
     ]
     for p in result.parameters:
-        s = p.stats.summary
-        shape = "×".join(str(n) for n in p.stats.shape)
+        s = p.summary
+        shape = "×".join(str(n) for n in p.shape)
         lines.append(
             f"{p.name:<48} {shape:>11} {s.mean:>10.4g} {s.std:>10.4g} {s.min:>10.4g} {s.max:>10.4g} "
-            f"{p.stats.outliers.count:>6} {_optional(p.stats.bimodality, '6.3f'):>6}"
+            f"{p.outliers.count:>6} {_optional(p.bimodality, '6.3f'):>6}"
         )
     notes = sorted({p.note for p in result.parameters if p.note})
     return lines + [f"note: {n}" for n in notes]
@@ -89,6 +89,7 @@ def massive_dims(model) -> list[int]:
 
 def run(args: argparse.Namespace) -> None:
     from app.cli.common import load_model_for
+    from outlier_core.contract import to_json
     from outlier_core.observe.owl import layer_outlier_ratios
     from outlier_core.observe.weights import (
         DEFAULT_K,
@@ -108,11 +109,11 @@ def run(args: argparse.Namespace) -> None:
     lod = layer_outlier_ratios(model, SCAN_TEXT) if args.lod else None
     if args.json:
         emit_json({
-            "weights": result.to_json(),
+            "weights": to_json(result),
             "dims_source": dims_source,
             "scan_text": None if args.dims else SCAN_TEXT,
-            "norm_at_dims": view.to_json() if view else None,
-            "lod": lod.to_json() if lod else None,
+            "norm_at_dims": to_json(view) if view else None,
+            "lod": to_json(lod) if lod else None,
         })
         return
     lines = stats_table(result) + [""]

@@ -8,9 +8,10 @@ larger than a summary outlives the forward pass.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Annotated, Callable, Sequence
 
 import torch
+from pydantic import Field
 
 from outlier_core.errors import InputError
 from outlier_core.load.hooks import Hook, check_layer, run_hooked
@@ -28,7 +29,7 @@ from outlier_core.observe.detect import (
 class TopEntry:
     position: int
     dim: int
-    value: float  # signed
+    value: Annotated[float, Field(description="signed")]
     token: str
 
 
@@ -45,47 +46,26 @@ class MassiveEntry:
     layer: int
     position: int
     dim: int
-    value: float  # signed
-    token: str
+    value: Annotated[float, Field(description="signed")]
+    token: Annotated[str, Field(exclude=True)]  # the scan lists the tokens once
 
 
 @dataclass(frozen=True)
 class Scan:
-    """One prompt, every layer: the rise/plateau/fall curve, massive activations, sinks."""
+    """One prompt, every layer: the rise/plateau/fall curve, massive activations, sinks.
 
-    site: str
-    prepend_bos: bool
+    Its fields are the scan contract of the API and the CLI (`--json`); the caller's own
+    choices (site, BOS) and the full key shares are left out of it.
+    """
+
+    site: Annotated[str, Field(exclude=True)]
+    prepend_bos: Annotated[bool, Field(exclude=True)]
     tokens: tuple[str, ...]
     layers: tuple[LayerSummary, ...]
     massive: tuple[MassiveEntry, ...]
-    key_share: tuple[tuple[float, ...], ...]  # (L, T): mean attention queries put on each key
-    head_sink_share: tuple[tuple[float, ...], ...]  # (L, H): per head, mean attention on position 0
-
-    @property
-    def sink_share(self) -> tuple[float, ...]:
-        """Per layer, the mean attention that queries put on position 0."""
-        return tuple(row[0] for row in self.key_share)
-
-    def share_on(self, positions: set[int]) -> tuple[float, ...]:
-        """Per layer, the mean attention put on the given key positions together."""
-        return tuple(sum(row[p] for p in positions if p < len(row)) for row in self.key_share)
-
-    def to_json(self) -> dict:
-        """The scan contract shared by the CLI (`--json`) and the API."""
-        return {
-            "tokens": list(self.tokens),
-            "layers": [
-                {
-                    "layer": s.layer,
-                    "median_abs": s.median_abs,
-                    "max_abs": s.max_abs,
-                    "top": [{"position": t.position, "dim": t.dim, "value": t.value, "token": t.token} for t in s.top],
-                }
-                for s in self.layers
-            ],
-            "massive": [{"layer": m.layer, "position": m.position, "dim": m.dim, "value": m.value} for m in self.massive],
-            "sink_share": list(self.sink_share),
-        }
+    key_share: Annotated[tuple[tuple[float, ...], ...], Field(exclude=True)]  # (L, T): mean attention queries put on each key
+    sink_share: Annotated[tuple[float, ...], Field(description="per layer, the mean attention queries put on position 0")]  # key_share[:, 0]
+    head_sink_share: Annotated[tuple[tuple[float, ...], ...], Field(description="(layers, heads): per head, the mean attention on position 0")]
 
 
 def summarize_layer(h: torch.Tensor, layer: int, top_k: int, rule: MassiveRule, tokens: tuple[str, ...]) -> tuple[LayerSummary, list[MassiveEntry]]:
@@ -153,6 +133,7 @@ def scan_encoded(
         layers=tuple(summaries[l] for l in range(model.n_layers)),
         massive=tuple(sorted(massive, key=lambda m: (m.layer, -abs(m.value)))),
         key_share=tuple(key_share[l] for l in range(model.n_layers)),
+        sink_share=tuple(key_share[l][0] for l in range(model.n_layers)),
         head_sink_share=tuple(head_share[l] for l in range(model.n_layers)),
     )
 

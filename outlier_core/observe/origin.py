@@ -38,21 +38,6 @@ class Origin:
     down_proj: str  # HF name of the down-projection whose entries `neurons` index
     neurons: tuple[NeuronContribution, ...]  # by |contribution|, descending
 
-    def to_json(self) -> dict:
-        return {
-            "layer": self.layer,
-            "position": self.position,
-            "dim": self.dim,
-            "token": self.token,
-            "resid_post": self.resid_post,
-            "parts": self.parts,
-            "down_proj": self.down_proj,
-            "neurons": [
-                {"neuron": n.neuron, "activation": n.activation, "weight": n.weight, "contribution": n.contribution}
-                for n in self.neurons
-            ],
-        }
-
 
 def top_contributions(mlp_post: torch.Tensor, w_down_row: torch.Tensor, top_k: int) -> tuple[NeuronContribution, ...]:
     """mlp_post: (d_mlp,) activations at one position; w_down_row: (d_mlp,) = W_down[dim, :]."""

@@ -36,13 +36,6 @@ class OutlierDistribution:
     tokens: tuple[str, ...]
     layers: tuple[LayerOutlierRatio, ...]
 
-    def to_json(self) -> dict:
-        return {
-            "m": self.m,
-            "tokens": list(self.tokens),
-            "layers": [{"layer": r.layer, "ratio": r.ratio, "count": r.count, "n_weights": r.n_weights} for r in self.layers],
-        }
-
 
 def linear_input_hooks(model: LoadedModel) -> dict[str, str]:
     """HF weight name of every Linear the bridge wraps -> the hook name of that Linear's input."""

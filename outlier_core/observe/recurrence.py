@@ -21,15 +21,6 @@ class Recurrence:
     tokens: tuple[tuple[str, int], ...]  # (token string, prompts)
     layers: tuple[tuple[int, int], ...]  # (layer, prompts)
 
-    def to_json(self) -> dict:
-        return {
-            "n_prompts": self.n_prompts,
-            "dims": [{"dim": d, "prompts": n} for d, n in self.dims],
-            "positions": [{"position": p, "prompts": n} for p, n in self.positions],
-            "tokens": [{"token": t, "prompts": n} for t, n in self.tokens],
-            "layers": [{"layer": l, "prompts": n} for l, n in self.layers],
-        }
-
 
 def recurring_outliers(
     model: LoadedModel,

@@ -15,9 +15,11 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
+from pydantic import Field, PlainSerializer
 
 from outlier_core.errors import InputError
 from outlier_core.load.models import LoadedModel, unbridged
@@ -55,8 +57,12 @@ class WeightRule:
         if self.kind == "percentile" and not (50 < self.k < 100):
             raise InputError("k", "a percentile rule needs 50 < k < 100")
 
-    def to_json(self) -> dict:
-        return {"kind": self.kind, "k": self.k}
+
+# (q, value) pairs, numpy's default linear interpolation; JSON keys them by q
+Percentiles = Annotated[
+    tuple[tuple[int, float], ...],
+    PlainSerializer(lambda pairs: {str(q): v for q, v in pairs}, return_type=dict[str, float]),
+]
 
 
 @dataclass(frozen=True)
@@ -67,20 +73,8 @@ class Summary:
     mean: float
     std: float  # population σ (ddof 0): a tensor is the whole population, not a sample of one
     median: float
-    mad: float  # median |x - median|, unscaled
-    percentiles: tuple[tuple[int, float], ...]  # (q, value), numpy's default linear interpolation
-
-    def to_json(self) -> dict:
-        return {
-            "count": self.count,
-            "min": self.min,
-            "max": self.max,
-            "mean": self.mean,
-            "std": self.std,
-            "median": self.median,
-            "mad": self.mad,
-            "percentiles": {str(q): v for q, v in self.percentiles},
-        }
+    mad: Annotated[float, Field(description="median |w - median|, unscaled")]
+    percentiles: Percentiles
 
 
 @dataclass(frozen=True)
@@ -89,9 +83,6 @@ class Histogram:
 
     edges: tuple[float, ...]  # (bins + 1,)
     counts: tuple[int, ...]  # (bins,)
-
-    def to_json(self) -> dict:
-        return {"edges": list(self.edges), "counts": list(self.counts)}
 
 
 @dataclass(frozen=True)
@@ -108,16 +99,7 @@ class OutlierSet:
     low: float
     high: float
     count: int
-    listed: tuple[Outlier, ...]  # at most max_listed of the `count`
-
-    def to_json(self) -> dict:
-        return {
-            "rule": self.rule.to_json(),
-            "low": self.low,
-            "high": self.high,
-            "count": self.count,
-            "listed": [{"index": list(o.index), "value": o.value} for o in self.listed],
-        }
+    listed: Annotated[tuple[Outlier, ...], Field(description="the farthest outside the bounds first")]  # at most max_listed of the `count`
 
 
 @dataclass(frozen=True)
@@ -126,10 +108,7 @@ class LineNorms:
 
     axis: str  # "row" (HF [out, in]: one output unit) or "column" (one input dim)
     summary: Summary
-    outliers: OutlierSet  # Outlier.index is (row,) or (column,), value the norm
-
-    def to_json(self) -> dict:
-        return {"axis": self.axis, "summary": self.summary.to_json(), "outliers": self.outliers.to_json()}
+    outliers: Annotated[OutlierSet, Field(description="rows or columns whose L2 norm the rule flags; index is (row,) or (column,)")]
 
 
 @dataclass(frozen=True)
@@ -138,24 +117,12 @@ class TensorStats:
     summary: Summary
     skewness: float | None  # sample-corrected G1; None when σ = 0 or fewer than 4 entries
     excess_kurtosis: float | None  # sample-corrected G2
-    bimodality: float | None  # Sarle's coefficient (G1² + 1) / (G2 + 3(n-1)²/((n-2)(n-3))); > 5/9 hints at two modes
-    histogram: Histogram
+    # Sarle's coefficient (G1² + 1) / (G2 + 3(n-1)²/((n-2)(n-3)))
+    bimodality: Annotated[float | None, Field(description="Sarle's coefficient; above 5/9 hints at two modes")]
+    histogram: Annotated[Histogram | None, Field(description="left out (null) where every tensor is listed")]
     outliers: OutlierSet
     rows: LineNorms | None  # 2-D tensors only
     columns: LineNorms | None
-
-    def to_json(self) -> dict:
-        return {
-            "shape": list(self.shape),
-            "summary": self.summary.to_json(),
-            "skewness": self.skewness,
-            "excess_kurtosis": self.excess_kurtosis,
-            "bimodality": self.bimodality,
-            "histogram": self.histogram.to_json(),
-            "outliers": self.outliers.to_json(),
-            "rows": self.rows.to_json() if self.rows else None,
-            "columns": self.columns.to_json() if self.columns else None,
-        }
 
 
 def _values(w: torch.Tensor, field: str) -> np.ndarray:
@@ -365,25 +332,21 @@ def weight_outlier_mask(w: torch.Tensor, rule: WeightRule = WeightRule()) -> tor
 
 
 @dataclass(frozen=True)
-class ParameterStats:
-    name: str  # plain HF name, e.g. model.layers.11.post_attention_layernorm.weight
+class ParameterInfo:
+    """Which parameter a `ParameterStats` describes."""
+
+    # e.g. model.layers.11.post_attention_layernorm.weight
+    name: Annotated[str, Field(description="plain Hugging Face name")]
     kind: str  # norm | matrix | embedding
     layer: int | None  # None outside the blocks (embeddings, final norm)
     layout: str | None  # "[out, in]" for a Linear, "[in, out]" for GPT-2's Conv1D, None for vectors
-    effective_scale_offset: float  # the stats describe offset + w: 1.0 for Gemma-style (1 + w) norms
+    effective_scale_offset: Annotated[float, Field(description="the statistics describe offset + w (1.0 for Gemma-style norms)")]
     note: str | None
-    stats: TensorStats
 
-    def to_json(self) -> dict:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "layer": self.layer,
-            "layout": self.layout,
-            "effective_scale_offset": self.effective_scale_offset,
-            "note": self.note,
-            **self.stats.to_json(),
-        }
+
+@dataclass(frozen=True)
+class ParameterStats(TensorStats, ParameterInfo):
+    """One parameter's statistics as one flat record: ParameterInfo's fields, then TensorStats'."""
 
 
 @dataclass(frozen=True)
@@ -394,16 +357,6 @@ class ModelWeightStats:
     norm_offset: float  # the model's norms scale by norm_offset + w
     quantized_source: bool
     parameters: tuple[ParameterStats, ...]
-
-    def to_json(self) -> dict:
-        return {
-            "model": self.model,
-            "rule": self.rule.to_json(),
-            "kinds": list(self.kinds),
-            "norm_offset": self.norm_offset,
-            "quantized_source": self.quantized_source,
-            "parameters": [p.to_json() for p in self.parameters],
-        }
 
 
 @dataclass(frozen=True)
@@ -488,13 +441,35 @@ def model_weight_stats(
     Norm statistics describe the effective scale `model.norm_offset + w`.
     """
     _check_counts(bins, max_listed)
-    entries = []
-    for p in model_parameters(model, kinds, layers):
-        offset = model.norm_offset if p.kind == "norm" else 0.0
-        note = QUANTIZED_NOTE if model.quantized_source and p.kind != "norm" else None
-        stats = tensor_stats(_effective(p.tensor, offset), rule, bins, max_listed, field=p.name)
-        entries.append(ParameterStats(p.name, p.kind, p.layer, p.layout, offset, note, stats))
-    return ModelWeightStats(model.name, rule, tuple(kinds), model.norm_offset, model.quantized_source, tuple(entries))
+    entries = tuple(parameter_stats(model, p, rule, bins, max_listed) for p in model_parameters(model, kinds, layers))
+    return ModelWeightStats(model.name, rule, tuple(kinds), model.norm_offset, model.quantized_source, entries)
+
+
+def named_parameter(model: LoadedModel, name: str, field: str = "name") -> NamedParameter:
+    """The norm, matrix or embedding called `name` (plain HF name)."""
+    found = {p.name: p for p in model_parameters(model, KINDS)}
+    if name not in found:
+        hint = next(iter(found), "")
+        raise InputError(field, f"no norm, matrix or embedding named {name!r}; names look like {hint!r}")
+    return found[name]
+
+
+def parameter_stats(
+    model: LoadedModel,
+    p: NamedParameter,
+    rule: WeightRule = WeightRule(),
+    bins: int = DEFAULT_BINS,
+    max_listed: int = DEFAULT_LISTED,
+    field: str | None = None,
+) -> ParameterStats:
+    """`tensor_stats` of one parameter; a norm's describe its effective scale `model.norm_offset + w`.
+
+    Errors about the tensor's values name `field` (default: the parameter's name).
+    """
+    offset = model.norm_offset if p.kind == "norm" else 0.0
+    note = QUANTIZED_NOTE if model.quantized_source and p.kind != "norm" else None
+    stats = tensor_stats(_effective(p.tensor, offset), rule, bins, max_listed, field=field or p.name)
+    return ParameterStats(p.name, p.kind, p.layer, p.layout, offset, note, **vars(stats))
 
 
 # ---- the cross-view: norm weights at given residual dims ----
@@ -506,22 +481,10 @@ class NormAtDim:
     norm: str  # the norm's name inside its block, e.g. post_attention_layernorm
     parameter: str  # plain HF name
     dim: int
-    value: float  # effective scale, norm_offset + w
-    rank_abs: int  # entries of the vector with a strictly smaller |value|: 0 = the smallest
+    value: Annotated[float, Field(description="effective scale, norm_offset + w")]
+    rank_abs: Annotated[int, Field(description="entries of the vector with a strictly smaller |value|: 0 is the smallest")]
     rank_signed: int  # entries with a strictly smaller signed value
     size: int  # length of the vector
-
-    def to_json(self) -> dict:
-        return {
-            "layer": self.layer,
-            "norm": self.norm,
-            "parameter": self.parameter,
-            "dim": self.dim,
-            "value": self.value,
-            "rank_abs": self.rank_abs,
-            "rank_signed": self.rank_signed,
-            "size": self.size,
-        }
 
 
 @dataclass(frozen=True)
@@ -529,13 +492,6 @@ class NormAtDims:
     dims: tuple[int, ...]
     effective_scale_offset: float
     entries: tuple[NormAtDim, ...]  # by layer, then norm (HF order), then dim
-
-    def to_json(self) -> dict:
-        return {
-            "dims": list(self.dims),
-            "effective_scale_offset": self.effective_scale_offset,
-            "entries": [e.to_json() for e in self.entries],
-        }
 
 
 def norm_at_dims(model: LoadedModel, dims: tuple[int, ...] | list[int], layers: tuple[int, ...] | None = None) -> NormAtDims:

@@ -16,17 +16,15 @@ from outlier_core.observe.weights import (
     NamedParameter,
     ParameterStats,
     model_parameters,
-    tensor_stats,
+    parameter_stats,
 )
 
 router = APIRouter(prefix="/weights/layers", tags=["weights"])
 
 
-def _norm_stats(model: LoadedModel, p: NamedParameter, query: TensorQuery) -> dict:
+def _norm_stats(model: LoadedModel, p: NamedParameter, query: TensorQuery) -> ParameterStats:
     """As /api/weights/{name} describes a norm: the statistics of its effective scale, norm_offset + w."""
-    offset = model.norm_offset
-    stats = tensor_stats(p.tensor.detach() + offset if offset else p.tensor, query.weight_rule(), query.bins, query.max_listed, field="layer")
-    return ParameterStats(p.name, p.kind, p.layer, p.layout, offset, None, stats).to_json()
+    return parameter_stats(model, p, query.weight_rule(), query.bins, query.max_listed, field="layer")
 
 
 def _layer_weights(model: LoadedModel, layer: int, query: TensorQuery) -> dict:

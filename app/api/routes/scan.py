@@ -6,15 +6,15 @@ from fastapi import APIRouter
 
 from app.api.deps import ServiceDep, SettingsDep
 from app.api.schemas.common import MODEL_RESPONSES
-from app.api.schemas.scan import ScanIn, ScanOut
+from app.api.schemas.scan import ScanIn
+from outlier_core.observe.capture import Scan
 from outlier_core.observe.capture import scan as scan_prompt
 
 router = APIRouter(tags=["activations"])
 
 
-@router.post("/scan", response_model=ScanOut, responses=MODEL_RESPONSES)
-async def scan(body: ScanIn, service: ServiceDep, settings: SettingsDep) -> dict:
-    result = await service.run(
+@router.post("/scan", response_model=Scan, responses=MODEL_RESPONSES)
+async def scan(body: ScanIn, service: ServiceDep, settings: SettingsDep) -> Scan:
+    return await service.run(
         scan_prompt, body.text, body.prepend_bos, body.site, body.top_k, body.rule(), settings.max_tokens
     )
-    return {**result.to_json(), "head_sink_share": [list(row) for row in result.head_sink_share]}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from app.api.schemas.weights import ParameterStatsOut
+from outlier_core.observe.weights import ParameterStats
 
 
 class LayerWeightsOut(BaseModel):
     layer: int
-    norms: list[ParameterStatsOut] = Field(description="every norm weight of the block, as /api/weights/{name} gives it (histogram included)")
+    norms: list[ParameterStats] = Field(description="every norm weight of the block, as /api/weights/{name} gives it (histogram included)")
     matrices: list[str] = Field(description="the block's projection matrices, by the names /api/weights/{name} takes")

@@ -26,35 +26,6 @@ class ScanIn(Request):
         )
 
 
-class TopOut(BaseModel):
-    position: int
-    dim: int
-    value: float = Field(description="signed")
-    token: str
-
-
-class LayerOut(BaseModel):
-    layer: int
-    median_abs: float
-    max_abs: float
-    top: list[TopOut]
-
-
-class MassiveOut(BaseModel):
-    layer: int
-    position: int
-    dim: int
-    value: float = Field(description="signed")
-
-
-class ScanOut(BaseModel):
-    tokens: list[str]
-    layers: list[LayerOut]
-    massive: list[MassiveOut]
-    sink_share: list[float] = Field(description="per layer, the mean attention queries put on position 0")
-    head_sink_share: list[list[float]] = Field(description="(layers, heads): per head, the mean attention on position 0")
-
-
 class ActivationsIn(Request):
     text: Text
     layer: int

@@ -1,10 +1,10 @@
-"""Weight statistics: every norm and projection, one tensor in full, norms at given dims."""
+"""Weight statistics queries; the answers are the core's own dataclasses (`outlier_core.observe.weights`)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from app.api.schemas.common import FiniteFloat, Request
 from outlier_core.observe.weights import WeightRule
@@ -35,87 +35,3 @@ class TensorQuery(RuleQuery):
 class NormsAtDimsQuery(Request):
     dims: list[int] = Field(min_length=1, max_length=256, description="residual-stream dims")
     layers: list[int] | None = Field(default=None, max_length=1024)
-
-
-class RuleOut(BaseModel):
-    kind: str
-    k: float
-
-
-class SummaryOut(BaseModel):
-    count: int
-    min: float
-    max: float
-    mean: float
-    std: float
-    median: float
-    mad: float = Field(description="median |w - median|, unscaled")
-    percentiles: dict[str, float]
-
-
-class OutlierOut(BaseModel):
-    index: list[int]
-    value: float
-
-
-class OutlierSetOut(BaseModel):
-    rule: RuleOut
-    low: float
-    high: float
-    count: int
-    listed: list[OutlierOut] = Field(description="the farthest outside the bounds first")
-
-
-class LineNormsOut(BaseModel):
-    axis: str
-    summary: SummaryOut
-    outliers: OutlierSetOut = Field(description="rows or columns whose L2 norm the rule flags; index is (row,) or (column,)")
-
-
-class HistogramOut(BaseModel):
-    edges: list[float]
-    counts: list[int]
-
-
-class ParameterStatsOut(BaseModel):
-    name: str = Field(description="plain Hugging Face name")
-    kind: str
-    layer: int | None
-    layout: str | None
-    effective_scale_offset: float = Field(description="the statistics describe offset + w (1.0 for Gemma-style norms)")
-    note: str | None
-    shape: list[int]
-    summary: SummaryOut
-    skewness: float | None
-    excess_kurtosis: float | None
-    bimodality: float | None = Field(description="Sarle's coefficient; above 5/9 hints at two modes")
-    outliers: OutlierSetOut
-    rows: LineNormsOut | None
-    columns: LineNormsOut | None
-    histogram: HistogramOut | None = Field(default=None, description="only for one tensor")
-
-
-class WeightsOut(BaseModel):
-    model: str
-    rule: RuleOut
-    kinds: list[str]
-    norm_offset: float
-    quantized_source: bool
-    parameters: list[ParameterStatsOut]
-
-
-class NormAtDimOut(BaseModel):
-    layer: int
-    norm: str
-    parameter: str
-    dim: int
-    value: float = Field(description="effective scale, norm_offset + w")
-    rank_abs: int = Field(description="entries of the vector with a smaller |value|: 0 is the smallest")
-    rank_signed: int
-    size: int
-
-
-class NormsAtDimsOut(BaseModel):
-    dims: list[int]
-    effective_scale_offset: float
-    entries: list[NormAtDimOut]
