@@ -27,6 +27,7 @@ from timing import prompt_of, timed
 
 from app.api.main import create_app
 from app.api.settings import Settings
+from outlier_core.contract import to_json
 from outlier_core.intervene.evaluate import evaluate
 from outlier_core.intervene.interventions import Intervention
 from outlier_core.load.models import load_model
@@ -88,9 +89,9 @@ def main() -> None:
             return call
 
         runs = {
-            "scan in process": lambda: scan(model, text).to_json(),
+            "scan in process": lambda: to_json(scan(model, text)),
             "scan over HTTP": over_http("/api/scan", {"text": text}),
-            "intervene in process": lambda: evaluate(model, text, [Intervention(**intervention)]).to_json(),
+            "intervene in process": lambda: to_json(evaluate(model, text, [Intervention(**intervention)])),
             "intervene over HTTP": over_http("/api/intervene", {"text": text, "interventions": [intervention]}),
             "one forward pass": one_forward,
         }

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from app.cli.main import main
+from outlier_core.contract import to_json
 from outlier_core.errors import InputError
 from outlier_core.intervene import reference_means as reference_means_module
 from outlier_core.intervene.corpus import Corpus, bundled, from_file, from_text
@@ -139,7 +140,7 @@ def test_coordinates_are_checked_against_the_model_and_sequence(tiny, iv, field)
 def test_json_round_trip_and_normal_form():
     iv = Intervention.from_json({"layer": 2, "site": "hook_resid_post", "position": [5, 0, 5], "dim": "all", "mode": "scale", "value": 2})
     assert (iv.site, iv.position, iv.dim) == ("resid_post", (0, 5), "all")
-    assert Intervention.from_json(iv.to_json()) == iv
+    assert Intervention.from_json(to_json(iv)) == iv
     assert Intervention(1, 0, 3, "zero", 7.0).value is None  # a stale value from a form is dropped
     with pytest.raises(InputError) as err:
         Intervention.from_json({"layer": 1, "dim": 3})
@@ -292,8 +293,8 @@ def test_perplexities_equal_plain_hf_computations(tiny, hf):
 
     probs = torch.softmax(hf_logits(hf, ids)[0, -1].double(), dim=-1)
     expected = probs.topk(5)
-    assert [p.token_id for p in result.top_before] == expected.indices.tolist()
-    assert [p.prob for p in result.top_before] == pytest.approx(expected.values.tolist(), rel=1e-5)
+    assert [p.token_id for p in result.top_k.before] == expected.indices.tolist()
+    assert [p.prob for p in result.top_k.before] == pytest.approx(expected.values.tolist(), rel=1e-5)
 
 
 def test_layer_curves_after_equal_hf_hidden_states(tiny, hf):
@@ -358,7 +359,7 @@ def test_eval_text_in_windows_equals_hf(tiny, hf):
         total, count = total + nll, count + n
     assert n_windows > 1 and result.baseline.n_tokens == count == 31 * n_windows
     assert result.baseline.loss == pytest.approx(total / count, rel=1e-5)
-    assert result.prompt_baseline.n_tokens == len(TEXT)  # byte tokens after BOS
+    assert result.prompt.baseline.n_tokens == len(TEXT)  # byte tokens after BOS
 
 
 def test_evaluate_rejects_bad_input(tiny):

@@ -89,7 +89,7 @@ def test_zeroing_the_massive_activations_breaks_the_model_and_the_control_does_n
     for effect in result.layers[11:28]:
         assert effect.max_abs_after < 0.2 * effect.max_abs_before
     assert max(abs(e.sink_share_after - e.sink_share_before) for e in result.layers[12:]) > 0.2
-    assert result.top_after != result.top_before
+    assert result.top_k.after != result.top_k.before
 
 
 @pytest.mark.parametrize("prepend_bos", [True, False])

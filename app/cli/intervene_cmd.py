@@ -12,7 +12,8 @@ from app.cli.common import (
     emit_lines,
 )
 
-# Core errors name the coordinate field; on the command line those come from --at or --weight.
+# Core errors name the entry and its field (`interventions[0].position`); on the command line
+# the coordinates come from --at or --weight, every other field from its own option.
 FLAG_OF_FIELD = {"layer": "--at", "position": "--at", "dim": "--at", "parameter": "--weight", "index": "--weight"}
 
 
@@ -86,7 +87,7 @@ def report(result, model_name: str) -> list[str]:
     lines += [_loss_row("baseline", result.baseline, result.baseline),
               _loss_row("intervened", result.intervened, result.baseline),
               _loss_row("control", result.control, result.baseline), ""]
-    for label, top in (("next token before", result.top_before), ("next token after ", result.top_after)):
+    for label, top in (("next token before", result.top_k.before), ("next token after ", result.top_k.after)):
         lines.append(f"{label}: " + "  ".join(f"{p.token!r} {p.prob:.3f}" for p in top))
     lines += ["", f"{'layer':>5} {'max|x| before':>14} {'after':>12} {'sink@0 before':>14} {'after':>7}"]
     lines += [f"{e.layer:>5} {e.max_abs_before:>14.1f} {e.max_abs_after:>12.1f} {e.sink_share_before:>14.3f} {e.sink_share_after:>7.3f}"
@@ -96,6 +97,7 @@ def report(result, model_name: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> None:
     from app.cli.common import load_model_for
+    from outlier_core.contract import to_json
     from outlier_core.errors import InputError
     from outlier_core.intervene.corpus import from_file
     from outlier_core.intervene.evaluate import evaluate
@@ -114,8 +116,8 @@ def run(args: argparse.Namespace) -> None:
         result = evaluate(model, args.text, interventions, edits, prepend_bos=args.prepend_bos,
                           eval_text=eval_text, top_k=args.top_k, seed=args.seed)
     except InputError as err:
-        flag = FLAG_OF_FIELD.get(err.field)
-        if flag is None:
-            raise
-        raise CliError(f"{flag} ({err.field}): {err.reason}") from err
-    emit_json(result.to_json()) if args.json else emit_lines(report(result, args.model))
+        field = err.field.rpartition(".")[2]
+        if field not in FLAG_OF_FIELD:
+            raise InputError(field, err.reason) from err
+        raise CliError(f"{FLAG_OF_FIELD[field]} ({field}): {err.reason}") from err
+    emit_json(to_json(result)) if args.json else emit_lines(report(result, args.model))

@@ -13,18 +13,18 @@ forward pass when the text fits the context.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from typing import Annotated, Callable, Sequence
 
 import torch
+from pydantic import Field
 
 from outlier_core.errors import InputError
 from outlier_core.intervene.corpus import Corpus
 from outlier_core.intervene.interventions import (
     Intervention,
-    intervened,
-    intervened_rows,
+    applied,
+    check_interventions,
 )
 from outlier_core.intervene.loss import Loss
 from outlier_core.intervene.reference_means import (
@@ -34,9 +34,10 @@ from outlier_core.intervene.reference_means import (
 )
 from outlier_core.intervene.weight_edits import (
     AxisIndex,
+    Target,
     WeightEdit,
-    edited_weights,
-    resolve_parameter,
+    edited,
+    resolve_edits,
 )
 from outlier_core.load.model_cache import ModelCache
 from outlier_core.load.models import LoadedModel
@@ -57,9 +58,6 @@ class Prediction:
     token: str
     prob: float
 
-    def to_json(self) -> dict:
-        return {"token_id": self.token_id, "token": self.token, "prob": _finite(self.prob)}
-
 
 @dataclass(frozen=True)
 class LayerEffect:
@@ -71,54 +69,38 @@ class LayerEffect:
 
 
 @dataclass(frozen=True)
-class InterventionResult:
-    tokens: tuple[str, ...]  # the prompt's
-    prepend_bos: bool
-    eval_source: str  # "prompt" or the evaluation text's name
-    interventions: tuple[Intervention, ...]
-    weight_edits: tuple[WeightEdit, ...]
-    control_interventions: tuple[Intervention, ...]
-    control_weight_edits: tuple[WeightEdit, ...]
-    baseline: Loss  # on the evaluation text
+class Arms:
+    """The three arms of one comparison, scored on the same text."""
+
+    baseline: Loss
     intervened: Loss
     control: Loss
-    prompt_baseline: Loss
-    prompt_intervened: Loss
-    prompt_control: Loss
-    top_before: tuple[Prediction, ...]  # next token after the prompt
-    top_after: tuple[Prediction, ...]
-    layers: tuple[LayerEffect, ...]
-
-    def to_json(self) -> dict:
-        """The intervention contract shared by the CLI (`--json`) and the API."""
-        return {
-            "baseline": self.baseline.to_json(),
-            "intervened": self.intervened.to_json(),
-            "control": self.control.to_json(),
-            "prompt": {
-                "baseline": self.prompt_baseline.to_json(),
-                "intervened": self.prompt_intervened.to_json(),
-                "control": self.prompt_control.to_json(),
-            },
-            "eval_source": self.eval_source,
-            "prepend_bos": self.prepend_bos,
-            "tokens": list(self.tokens),
-            "interventions": [iv.to_json() for iv in self.interventions],
-            "weight_edits": [e.to_json() for e in self.weight_edits],
-            "control_interventions": [iv.to_json() for iv in self.control_interventions],
-            "control_weight_edits": [e.to_json() for e in self.control_weight_edits],
-            "top_k": {"before": [p.to_json() for p in self.top_before], "after": [p.to_json() for p in self.top_after]},
-            "layers": [
-                {"layer": e.layer, "max_abs_before": _finite(e.max_abs_before), "max_abs_after": _finite(e.max_abs_after),
-                 "sink_share_before": _finite(e.sink_share_before), "sink_share_after": _finite(e.sink_share_after)}
-                for e in self.layers
-            ],
-        }
 
 
-def _finite(x: float) -> float | None:
-    """JSON has no NaN or inf; an overflowing intervention reports null instead."""
-    return x if math.isfinite(x) else None
+@dataclass(frozen=True)
+class TopK:
+    before: tuple[Prediction, ...]
+    after: tuple[Prediction, ...]
+
+
+@dataclass(frozen=True)
+class InterventionResult(Arms):
+    """The intervention contract of the API and the CLI (`--json`).
+
+    The arms it inherits are scored on the evaluation text. An overflowing intervention
+    leaves inf or NaN in the numbers; JSON carries them as null.
+    """
+
+    prompt: Annotated[Arms, Field(description="the same three arms scored on the prompt")]
+    eval_source: str  # "prompt" or the evaluation text's name
+    prepend_bos: bool
+    tokens: tuple[str, ...]  # the prompt's
+    interventions: tuple[Intervention, ...]
+    weight_edits: tuple[WeightEdit, ...]
+    control_interventions: Annotated[tuple[Intervention, ...], Field(description="the same interventions moved to random ordinary coordinates")]
+    control_weight_edits: tuple[WeightEdit, ...]
+    top_k: Annotated[TopK, Field(description="next-token predictions after the prompt")]
+    layers: Annotated[tuple[LayerEffect, ...], Field(description="per layer, max |x| and sink share before and after")]
 
 
 @dataclass(frozen=True)
@@ -240,17 +222,16 @@ def _other_index(i: AxisIndex, size: int, generator: torch.Generator) -> AxisInd
     return (i + 1 + int(torch.randint(size - 1, (1,), generator=generator))) % size
 
 
-def control_weight_edits(model: LoadedModel, edits: Sequence[WeightEdit], generator: torch.Generator) -> tuple[WeightEdit, ...]:
+def control_weight_edits(targets: Sequence[Target], generator: torch.Generator) -> tuple[Target, ...]:
     """Each edit moved to a random other index on every indexed axis; a single entry avoids weight outliers."""
     controls = []
-    for edit in edits:
-        p = resolve_parameter(model, edit)
+    for p, edit in targets:
         outliers = None if "all" in edit.index else weight_outlier_mask(p.detach(), WeightRule())
         for _ in range(100):  # outliers are a small share of entries: a few draws suffice
             index = tuple(_other_index(i, size, generator) for i, size in zip(edit.index, p.shape))
             if outliers is None or not bool(outliers[index]):
                 break
-        controls.append(replace(edit, index=index))
+        controls.append((p, replace(edit, index=index)))
     return tuple(controls)
 
 
@@ -262,7 +243,7 @@ def _means_for(model: LoadedModel, interventions: Sequence[Intervention], corpus
 def _arm_scores(
     model: LoadedModel,
     ids: torch.Tensor,
-    arms: tuple[tuple[Sequence[Intervention], Sequence[WeightEdit]], ...],
+    arms: tuple[tuple[Sequence[Intervention], Sequence[Target]], ...],
     means: dict[str, ReferenceMeans],
     top_k: int,
     encoded: Encoded | None = None,
@@ -271,16 +252,15 @@ def _arm_scores(
 
     Without weight edits all arms run as batch rows of one forward pass.
     """
-    seq_len = ids.shape[1]
-    if not any(edits for _, edits in arms):
+    if not any(targets for _, targets in arms):
         batch = ids.expand(len(arms), -1)  # (arms, T)
-        with intervened_rows(model, [ivs for ivs, _ in arms], seq_len, means):
+        with applied(model, [ivs for ivs, _ in arms], means):
             if encoded is None:
                 return None, _forward_scores(model, batch, top_k)
             return _scan_and_scores(model, replace(encoded, ids=batch), top_k)
     scan, scores = None, []
-    for i, (ivs, edits) in enumerate(arms):
-        with edited_weights(model, edits), intervened(model, ivs, seq_len, means):
+    for i, (ivs, targets) in enumerate(arms):
+        with edited(model, targets), applied(model, [ivs], means):
             if i == 0 and encoded is not None:
                 scan, arm_scores = _scan_and_scores(model, encoded, top_k)
             else:
@@ -303,61 +283,79 @@ def evaluate(
     eval_window: int | None = None,
 ) -> InterventionResult:
     """Baseline vs intervened vs control on `eval_text` (default: the prompt itself)."""
-    interventions, weight_edits = tuple(interventions), tuple(weight_edits)
+    return evaluate_encoded(
+        model, encode(model, text, prepend_bos), interventions, weight_edits,
+        eval_text=eval_text, means_corpus=means_corpus, top_k=top_k, seed=seed, eval_window=eval_window,
+    )
+
+
+def evaluate_encoded(
+    model: LoadedModel,
+    prompt: Encoded,
+    interventions: Sequence[Intervention] = (),
+    weight_edits: Sequence[WeightEdit] = (),
+    *,
+    eval_text: Corpus | None = None,
+    means_corpus: Corpus | None = None,
+    top_k: int = 5,
+    seed: int = 0,
+    eval_window: int | None = None,
+) -> InterventionResult:
+    """`evaluate` on an encoded prompt. Every input is checked here, once, before any forward pass:
+    a refusal names the entry at fault (`interventions[i].<field>`, `weights[i].<field>`), or
+    `position` for a position the evaluation text is too short for."""
+    interventions = tuple(interventions)
     if not interventions and not weight_edits:
         raise InputError("interventions", "give at least one activation or weight intervention")
     if not 1 <= top_k <= model.d_vocab:
         raise InputError("top_k", f"must be between 1 and {model.d_vocab}")
-    encoded = encode(model, text, prepend_bos)
-    seq_len = encoded.ids.shape[1]
+    seq_len = prompt.ids.shape[1]
     if seq_len < 2:
         raise InputError("text", "needs at least two tokens to score")
-    windows = eval_windows(model, eval_text, prepend_bos, eval_window) if eval_text else []
-    for iv in interventions:
-        for length in [seq_len, *(w.shape[1] for w in windows)]:
-            iv.check(model, length)
-    for edit in weight_edits:
-        resolve_parameter(model, edit)
-    means = _means_for(model, interventions, means_corpus, prepend_bos)
-
-    scan_before, base_score = _prompt_baseline(model, encoded, top_k)
-    generator = torch.Generator().manual_seed(seed)
+    check_interventions(model, interventions, seq_len)
+    targets = resolve_edits(model, weight_edits)
+    windows = eval_windows(model, eval_text, prompt.prepend_bos, eval_window) if eval_text else []
     shortest = min([seq_len, *(w.shape[1] for w in windows)])
+    for iv in interventions:
+        iv.check_positions(shortest)
+    means = _means_for(model, interventions, means_corpus, prompt.prepend_bos)
+
+    scan_before, base_score = _prompt_baseline(model, prompt, top_k)
+    generator = torch.Generator().manual_seed(seed)
     control_ivs = control_interventions(model, interventions, scan_before, shortest, generator)
-    control_edits = control_weight_edits(model, weight_edits, generator)
-    arms = ((interventions, weight_edits), (control_ivs, control_edits))
-
-    scan_after, prompt_scores = _arm_scores(model, encoded.ids, arms, means, top_k, encoded)
-    prompt_baseline = _loss([base_score])
-    prompt_intervened, prompt_control = _loss(prompt_scores[:1]), _loss(prompt_scores[1:])
-    if windows:
-        window_base = [_window_baseline(model, w, top_k) for w in windows]
-        window_arms = [_arm_scores(model, w, arms, means, top_k)[1] for w in windows]
-        baseline = _loss(window_base)
-        after = _loss([s[0] for s in window_arms])
-        control = _loss([s[1] for s in window_arms])
-    else:
-        baseline, after, control = prompt_baseline, prompt_intervened, prompt_control
-
-    layers = tuple(
-        LayerEffect(b.layer, b.max_abs, a.max_abs, sb, sa)
-        for b, a, sb, sa in zip(scan_before.layers, scan_after.layers, scan_before.sink_share, scan_after.sink_share)
-    )
+    control_targets = control_weight_edits(targets, generator)
+    arms = ((interventions, targets), (control_ivs, control_targets))
+    scan_after, prompt_scores = _arm_scores(model, prompt.ids, arms, means, top_k, prompt)
+    on_prompt = Arms(_loss([base_score]), _loss(prompt_scores[:1]), _loss(prompt_scores[1:]))
+    scored = _window_arms(model, windows, arms, means, top_k) if windows else on_prompt
     return InterventionResult(
-        tokens=encoded.tokens,
-        prepend_bos=prepend_bos,
+        scored.baseline,
+        scored.intervened,
+        scored.control,
+        prompt=on_prompt,
         eval_source=eval_text.name if eval_text else "prompt",
+        prepend_bos=prompt.prepend_bos,
+        tokens=prompt.tokens,
         interventions=interventions,
-        weight_edits=weight_edits,
+        weight_edits=tuple(edit for _, edit in targets),
         control_interventions=control_ivs,
-        control_weight_edits=control_edits,
-        baseline=baseline,
-        intervened=after,
-        control=control,
-        prompt_baseline=prompt_baseline,
-        prompt_intervened=prompt_intervened,
-        prompt_control=prompt_control,
-        top_before=base_score.top,
-        top_after=prompt_scores[0].top,
-        layers=layers,
+        control_weight_edits=tuple(edit for _, edit in control_targets),
+        top_k=TopK(base_score.top, prompt_scores[0].top),
+        layers=tuple(
+            LayerEffect(b.layer, b.max_abs, a.max_abs, sb, sa)
+            for b, a, sb, sa in zip(scan_before.layers, scan_after.layers, scan_before.sink_share, scan_after.sink_share)
+        ),
     )
+
+
+def _window_arms(
+    model: LoadedModel,
+    windows: list[torch.Tensor],
+    arms: tuple[tuple[Sequence[Intervention], Sequence[Target]], ...],
+    means: dict[str, ReferenceMeans],
+    top_k: int,
+) -> Arms:
+    """The three arms scored over the evaluation text's windows together."""
+    baseline = _loss([_window_baseline(model, w, top_k) for w in windows])
+    window_arms = [_arm_scores(model, w, arms, means, top_k)[1] for w in windows]
+    return Arms(baseline, _loss([s[0] for s in window_arms]), _loss([s[1] for s in window_arms]))

@@ -3,8 +3,9 @@
 An `Intervention` is `{layer, site, position, dim, mode, value?}`: `position` and `dim`
 are an int, a list of ints, or "all"; `mode` is zero, mean (the reference-corpus mean of
 that coordinate, see `reference_means`), scale (multiply by value) or set (to value).
-`intervened(...)` registers one hook per touched hook point through
-`bridge.hooks(...)`, which removes them on exit, errors included.
+`intervened(...)` checks them against the model and sequence, then registers one hook
+per touched hook point through `bridge.hooks(...)`, which removes them on exit, errors
+included. Callers that run several passes over checked interventions use `applied(...)`.
 """
 
 from __future__ import annotations
@@ -12,22 +13,31 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Callable, Iterator, Mapping, Sequence
 
 import torch
+from pydantic import PlainSerializer
 
-from outlier_core.errors import InputError
+from outlier_core.errors import InputError, within
 from outlier_core.load.hooks import check_layer
 from outlier_core.load.models import LoadedModel, dtype_name
 from outlier_core.load.sites import canonical_site, hook_name, site_width
-from outlier_core.load.tokens import encode
+from outlier_core.load.tokens import Encoded, encode
 from outlier_core.observe.capture import AttentionPatterns, attention_patterns_encoded
 
 if TYPE_CHECKING:
     from outlier_core.intervene.reference_means import ReferenceMeans
 
 MODES = ("zero", "mean", "scale", "set")
-Selector = tuple[int, ...] | str  # sorted distinct indices, or "all"
+
+
+def _plain(selector: tuple[int, ...] | str) -> int | list[int] | str:
+    """JSON writes one index as an int, as a request gives it."""
+    return selector if selector == "all" else (selector[0] if len(selector) == 1 else list(selector))
+
+
+# sorted distinct indices, or "all"
+Selector = Annotated[tuple[int, ...] | str, PlainSerializer(_plain, return_type=int | list[int] | str)]
 
 
 def _selector(value: object, field: str) -> Selector:
@@ -73,27 +83,21 @@ class Intervention:
             raise InputError("value", f"mode {self.mode} needs a value")
 
     def check(self, model: LoadedModel, seq_len: int) -> None:
-        """Raise InputError unless every coordinate exists in this model and sequence."""
+        """Raise InputError unless every coordinate exists in this model and sequence and the value fits its dtype."""
         check_layer(model, self.layer)
-        if self.position != "all" and self.position[-1] >= seq_len:
-            raise InputError("position", f"{self.position[-1]} is past the end of the {seq_len}-token sequence")
+        self.check_positions(seq_len)
         width = site_width(model, self.site)
         if self.dim != "all" and self.dim[-1] >= width:
             raise InputError("dim", f"{self.dim[-1]} is out of range; {self.site} has dims 0..{width - 1}")
-        largest = torch.finfo(model.dtype).max
-        if self.mode == "set" and abs(self.value) > largest:
-            raise InputError("value", f"{self.value:g} does not fit the model's {dtype_name(model.dtype)} (max {largest:g})")
+        check_fits(self.value, model.dtype)
+
+    def check_positions(self, seq_len: int) -> None:
+        if self.position != "all" and self.position[-1] >= seq_len:
+            raise InputError("position", f"{self.position[-1]} is past the end of the {seq_len}-token sequence")
 
     def size(self, seq_len: int, width: int) -> int:
         """How many scalars this intervention touches."""
         return _count(self.position, seq_len) * _count(self.dim, width)
-
-    def to_json(self) -> dict:
-        def plain(s: Selector) -> int | list[int] | str:
-            return s if s == "all" else (s[0] if len(s) == 1 else list(s))
-
-        return {"layer": self.layer, "site": self.site, "position": plain(self.position), "dim": plain(self.dim),
-                "mode": self.mode, "value": self.value}
 
     @classmethod
     def from_json(cls, data: Mapping) -> "Intervention":
@@ -104,6 +108,26 @@ class Intervention:
             raise InputError(missing[0], "is required")
         return cls(data["layer"], data["position"], data["dim"], data.get("mode", "zero"), data.get("value"),
                    data.get("site", "resid_post"))
+
+
+def check_fits(value: float | None, dtype: torch.dtype) -> None:
+    """A value the dtype cannot hold would overflow inside the forward pass."""
+    largest = torch.finfo(dtype).max
+    if value is not None and abs(value) > largest:
+        raise InputError("value", f"{value:g} does not fit the model's {dtype_name(dtype)} (max {largest:g})")
+
+
+def check_interventions(model: LoadedModel, interventions: Sequence[Intervention], seq_len: int) -> None:
+    """Each intervention against the model and a `seq_len`-token sequence; a refusal names `interventions[i].<field>`."""
+    for i, iv in enumerate(interventions):
+        with within(f"interventions[{i}]"):
+            iv.check(model, seq_len)
+
+
+def check_means(interventions: Sequence[Intervention], means: Mapping[str, "ReferenceMeans"]) -> None:
+    for iv in interventions:
+        if iv.mode == "mean" and iv.site not in means:
+            raise InputError("mode", f"mean needs reference means for site {iv.site}")
 
 
 def _indices(selector: Selector, size: int, device: torch.device) -> torch.Tensor:
@@ -152,20 +176,27 @@ def _mean_values(magnitude: torch.Tensor, index: tuple, iv: Intervention, means:
 def hooks_for(
     model: LoadedModel,
     arms: Sequence[Sequence[Intervention]],
-    seq_len: int,
-    means: Mapping[str, "ReferenceMeans"] | None = None,
+    means: Mapping[str, "ReferenceMeans"],
 ) -> list[tuple[str, Callable]]:
-    """Validated hooks: with one arm it applies to every batch row, else arm i to row i."""
-    means = means or {}
+    """Hooks for checked interventions: with one arm it applies to every batch row, else arm i to row i."""
     by_point: dict[str, list[tuple[torch.Tensor | None, Intervention]]] = {}
     for row, arm in enumerate(arms):
         for iv in arm:
-            iv.check(model, seq_len)
-            if iv.mode == "mean" and iv.site not in means:
-                raise InputError("mode", f"mean needs reference means for site {iv.site}")
             rows = None if len(arms) == 1 else torch.tensor([row])
             by_point.setdefault(hook_name(iv.site, iv.layer), []).append((rows, iv))
     return [(name, _hook(edits, means)) for name, edits in by_point.items()]
+
+
+@contextmanager
+def applied(
+    model: LoadedModel,
+    arms: Sequence[Sequence[Intervention]],
+    means: Mapping[str, "ReferenceMeans"] | None = None,
+) -> Iterator[None]:
+    """Forward passes inside the block run with checked interventions: batch row i with `arms[i]`,
+    or every row with the one arm, so several experiments can share one pass."""
+    with model.bridge.hooks(fwd_hooks=hooks_for(model, arms, means or {})):
+        yield
 
 
 @contextmanager
@@ -175,22 +206,10 @@ def intervened(
     seq_len: int,
     means: Mapping[str, "ReferenceMeans"] | None = None,
 ) -> Iterator[None]:
-    """Every forward pass inside the block runs with `interventions` applied."""
-    with model.bridge.hooks(fwd_hooks=hooks_for(model, [interventions], seq_len, means)):
-        yield
-
-
-@contextmanager
-def intervened_rows(
-    model: LoadedModel,
-    arms: Sequence[Sequence[Intervention]],
-    seq_len: int,
-    means: Mapping[str, "ReferenceMeans"] | None = None,
-) -> Iterator[None]:
-    """Batch row i runs with `arms[i]`: several experiments share one forward pass."""
-    if len(arms) < 2:
-        raise ValueError("intervened_rows needs one arm per batch row, at least two")
-    with model.bridge.hooks(fwd_hooks=hooks_for(model, arms, seq_len, means)):
+    """Every forward pass inside the block runs with `interventions` applied (checked first)."""
+    check_interventions(model, interventions, seq_len)
+    check_means(interventions, means or {})
+    with applied(model, [interventions], means):
         yield
 
 
@@ -204,6 +223,18 @@ def attention_patterns_under(
     max_tokens: int | None = None,
 ) -> AttentionPatterns:
     """One layer's patterns with `interventions` applied on the way (`means` for mean mode)."""
-    check_layer(model, layer)
-    encoded = encode(model, text, prepend_bos, max_tokens)
-    return attention_patterns_encoded(model, encoded, layer, hooks_for(model, [interventions], encoded.ids.shape[1], means))
+    return attention_patterns_under_encoded(model, encode(model, text, prepend_bos, max_tokens), layer, interventions, means)
+
+
+def attention_patterns_under_encoded(
+    model: LoadedModel,
+    encoded: Encoded,
+    layer: int,
+    interventions: Sequence[Intervention],
+    means: Mapping[str, ReferenceMeans] | None = None,
+) -> AttentionPatterns:
+    """`attention_patterns_under` on an encoded prompt: the interventions are checked against it here."""
+    check_layer(model, layer)  # before the interventions: a bad layer is the first thing to name
+    check_interventions(model, interventions, encoded.ids.shape[1])
+    check_means(interventions, means or {})
+    return attention_patterns_encoded(model, encoded, layer, hooks_for(model, [interventions], means or {}))

@@ -4,7 +4,8 @@ A `WeightEdit` names a parameter by its Hugging Face name and an index with one 
 axis, each an int or "all": `(507, 1487)` is one entry of a matrix, `(507, "all")` its
 row 507, `("all", 1487)` its column 1487, `(12,)` one entry of a norm weight. Inside
 `edited_weights(...)` the entries hold the new values; on exit the saved originals are
-copied back, so the parameter is bit-identical afterwards, errors included.
+copied back, so the parameter is bit-identical afterwards, errors included. Callers that
+edit several times with the same checked edits resolve them once and use `edited(...)`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Iterator, Sequence
 
 import torch
 
-from outlier_core.errors import InputError
+from outlier_core.errors import InputError, within
+from outlier_core.intervene.interventions import check_fits
 from outlier_core.load.model_cache import bypassed
 from outlier_core.load.models import LoadedModel
 
@@ -53,9 +55,6 @@ class WeightEdit:
     def selector(self) -> tuple[slice | int, ...]:
         return tuple(slice(None) if i == "all" else i for i in self.index)
 
-    def to_json(self) -> dict:
-        return {"parameter": self.parameter, "index": list(self.index), "mode": self.mode, "value": self.value}
-
     @classmethod
     def from_json(cls, data: dict) -> "WeightEdit":
         if not isinstance(data, dict):
@@ -63,8 +62,11 @@ class WeightEdit:
         return cls(data.get("parameter"), data.get("index", ()), data.get("mode", "zero"), data.get("value"))
 
 
+Target = tuple[torch.nn.Parameter, WeightEdit]  # a checked edit and the parameter it names
+
+
 def resolve_parameter(model: LoadedModel, edit: WeightEdit) -> torch.nn.Parameter:
-    """The parameter an edit names, after checking its name and index against the model."""
+    """The parameter an edit names, after checking its name, index and value against the model."""
     params = model.hf_parameters()
     if edit.parameter not in params:
         raise InputError("parameter", f"no parameter named {edit.parameter!r}; names look like {next(iter(params))!r}")
@@ -74,7 +76,17 @@ def resolve_parameter(model: LoadedModel, edit: WeightEdit) -> torch.nn.Paramete
     for axis, (i, size) in enumerate(zip(edit.index, p.shape)):
         if i != "all" and not 0 <= i < size:
             raise InputError("index", f"{i} on axis {axis} of {edit.parameter} is out of range 0..{size - 1}")
+    check_fits(edit.value, p.dtype)
     return p
+
+
+def resolve_edits(model: LoadedModel, edits: Sequence[WeightEdit]) -> list[Target]:
+    """Each edit with its parameter; a refusal names the entry, `weights[i].<field>`, as the API and CLI call them."""
+    targets = []
+    for i, edit in enumerate(edits):
+        with within(f"weights[{i}]"):
+            targets.append((resolve_parameter(model, edit), edit))
+    return targets
 
 
 def _new_value(original: torch.Tensor, edit: WeightEdit) -> torch.Tensor:
@@ -89,6 +101,13 @@ def _new_value(original: torch.Tensor, edit: WeightEdit) -> torch.Tensor:
 def edited_weights(model: LoadedModel, edits: Sequence[WeightEdit]) -> Iterator[None]:
     """Apply `edits` in order for the duration of the block; restore bit for bit on exit."""
     targets = [(resolve_parameter(model, e), e) for e in edits]  # validate all before touching any
+    with edited(model, targets):
+        yield
+
+
+@contextmanager
+def edited(model: LoadedModel, targets: Sequence[Target]) -> Iterator[None]:
+    """`edited_weights` for edits already resolved against `model`."""
     saved: list[tuple[torch.nn.Parameter, tuple, torch.Tensor]] = []
     with bypassed(model):
         try:

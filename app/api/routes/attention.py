@@ -8,16 +8,15 @@ from fastapi import APIRouter
 
 from app.api.convert import decimals
 from app.api.deps import ServiceDep, SettingsDep
-from app.api.routes.intervene import checked_interventions
 from app.api.schemas.common import MODEL_RESPONSES
+from app.api.schemas.intervene import as_core
 from app.api.schemas.scan import AttentionIn, AttentionOut
 from outlier_core.errors import InputError
-from outlier_core.intervene.interventions import attention_patterns_under
+from outlier_core.intervene.interventions import Intervention, attention_patterns_under_encoded
 from outlier_core.intervene.reference_means import reference_means
-from outlier_core.load.hooks import check_layer
 from outlier_core.load.models import LoadedModel
-from outlier_core.load.tokens import encode
-from outlier_core.observe.capture import attention_patterns
+from outlier_core.load.tokens import Encoded, encode
+from outlier_core.observe.capture import attention_patterns_encoded
 
 router = APIRouter(tags=["attention"])
 
@@ -31,33 +30,36 @@ def _shown(pattern: torch.Tensor, heads: list[int], mean_heads: bool) -> torch.T
     return chosen.mean(dim=0, keepdim=True) if mean_heads else chosen
 
 
+def _after(model: LoadedModel, prompt: Encoded, body: AttentionIn, interventions: list[Intervention], heads: list[int]) -> dict:
+    """The answer's `*_after` fields: the same patterns with the interventions applied."""
+    # The same reference means as /api/intervene, so a mean-replace means the same thing on both.
+    means = {iv.site: reference_means(model, iv.site, prepend_bos=body.prepend_bos) for iv in interventions if iv.mode == "mean"}
+    after = attention_patterns_under_encoded(model, prompt, body.layer, interventions, means)
+    pattern = _shown(after.pattern, heads, body.mean_heads)  # (H', T, T)
+    return {"patterns_after": decimals(pattern), "sink_share_after": pattern[:, :, 0].mean(dim=-1).tolist()}  # (H',)
+
+
 def _attention(model: LoadedModel, body: AttentionIn, max_tokens: int) -> dict:
-    check_layer(model, body.layer)
-    n_tokens = encode(model, body.text, body.prepend_bos, max_tokens).ids.shape[1]
+    prompt = encode(model, body.text, body.prepend_bos, max_tokens)
+    n_tokens = prompt.ids.shape[1]
     heads = list(range(model.n_heads)) if body.heads is None else body.heads
     if not heads or any(not 0 <= h < model.n_heads for h in heads):
         raise InputError("heads", f"must list heads in 0..{model.n_heads - 1}")
-    interventions = checked_interventions(model, body.interventions, n_tokens)
+    interventions = as_core(body.interventions, "interventions")
     n_patterns = (1 if body.mean_heads else len(heads)) * (2 if interventions else 1)  # before, and after
     if n_patterns * n_tokens * n_tokens > MAX_CELLS:
         raise InputError("heads", f"{n_patterns} patterns of {n_tokens}×{n_tokens} exceed {MAX_CELLS} values; ask for fewer heads, mean_heads or a shorter text")
-    found = attention_patterns(model, body.text, body.layer, body.prepend_bos)
+    after = _after(model, prompt, body, interventions, heads) if interventions else {}  # first: it checks the interventions
+    found = attention_patterns_encoded(model, prompt, body.layer)
     pattern = _shown(found.pattern, heads, body.mean_heads)  # (H', T, T)
-    answer = {
+    return {
         "layer": found.layer,
         "tokens": list(found.tokens),
         "heads": [] if body.mean_heads else heads,
         "patterns": decimals(pattern),
         "sink_share": pattern[:, :, 0].mean(dim=-1).tolist(),  # (H',)
+        **after,
     }
-    if interventions:
-        # The same reference means as /api/intervene, so a mean-replace means the same thing on both.
-        means = {iv.site: reference_means(model, iv.site, prepend_bos=body.prepend_bos) for iv in interventions if iv.mode == "mean"}
-        after = attention_patterns_under(model, body.text, body.layer, interventions, means, body.prepend_bos)
-        pattern_after = _shown(after.pattern, heads, body.mean_heads)  # (H', T, T)
-        answer["patterns_after"] = decimals(pattern_after)
-        answer["sink_share_after"] = pattern_after[:, :, 0].mean(dim=-1).tolist()  # (H',)
-    return answer
 
 
 @router.post("/attention", response_model=AttentionOut, responses=MODEL_RESPONSES)

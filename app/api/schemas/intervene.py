@@ -1,13 +1,17 @@
-"""Interventions as data: activation coordinates and weight entries, with their effect."""
+"""Interventions as data: activation coordinates and weight entries. The answer is the
+core's own `InterventionResult` (`outlier_core.intervene.evaluate`)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Sequence
 
-from pydantic import AliasChoices, BaseModel, Field, ValidationInfo, field_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 
 from app.api.schemas.common import FiniteFloat, Request, Site, Text
+from outlier_core.errors import within
 from outlier_core.intervene.corpus import BUNDLED, MAX_FILE_BYTES
+from outlier_core.intervene.interventions import Intervention
+from outlier_core.intervene.weight_edits import WeightEdit
 
 Selector = int | list[int] | Literal["all"]
 
@@ -20,12 +24,27 @@ class InterventionIn(Request):
     mode: Literal["zero", "mean", "scale", "set"] = Field(default="zero", description="mean: the reference-corpus mean of the coordinate")
     value: FiniteFloat | None = Field(default=None, description="the factor for scale, the new value for set")
 
+    def core(self) -> Intervention:
+        return Intervention(self.layer, self.position, self.dim, self.mode, self.value, self.site)
+
 
 class WeightIn(Request):
     param: str = Field(min_length=1, validation_alias=AliasChoices("param", "parameter"), description="plain Hugging Face name, e.g. model.layers.11.mlp.down_proj.weight")
     index: list[int | Literal["all"]] = Field(max_length=8, description="one entry per axis (HF layout [out, in]): [507, 1487] an entry, [507, 'all'] a row")
     mode: Literal["zero", "scale", "set"] = "zero"
     value: FiniteFloat | None = None
+
+    def core(self) -> WeightEdit:
+        return WeightEdit(self.param, tuple(self.index), self.mode, self.value)
+
+
+def as_core(items: Sequence[InterventionIn] | Sequence[WeightIn], field: str) -> list:
+    """Each entry as its core object, which checks itself; a refusal names the entry, `field[i].<field>`."""
+    found = []
+    for i, item in enumerate(items):
+        with within(f"{field}[{i}]"):
+            found.append(item.core())
+    return found
 
 
 class IntervenIn(Request):
@@ -44,63 +63,3 @@ class IntervenIn(Request):
         if corpus is not None and info.data.get("eval_text") is not None:
             raise ValueError("give eval_text or eval_corpus, not both")
         return corpus
-
-
-class LossOut(BaseModel):
-    loss: float | None = Field(description="mean next-token NLL in nats; null if not finite")
-    perplexity: float | None = Field(description="null if it overflows")
-    n_tokens: int
-
-
-class ArmsOut(BaseModel):
-    baseline: LossOut
-    intervened: LossOut
-    control: LossOut
-
-
-class InterventionOut(BaseModel):
-    layer: int
-    site: str
-    position: Selector
-    dim: Selector
-    mode: str
-    value: float | None
-
-
-class WeightEditOut(BaseModel):
-    parameter: str
-    index: list[int | str]
-    mode: str
-    value: float | None
-
-
-class PredictionOut(BaseModel):
-    token_id: int
-    token: str
-    prob: float
-
-
-class PredictionsOut(BaseModel):
-    before: list[PredictionOut]
-    after: list[PredictionOut]
-
-
-class LayerEffectOut(BaseModel):
-    layer: int
-    max_abs_before: float
-    max_abs_after: float
-    sink_share_before: float
-    sink_share_after: float
-
-
-class IntervenOut(ArmsOut):
-    prompt: ArmsOut = Field(description="the same three arms scored on the prompt")
-    eval_source: str
-    prepend_bos: bool
-    tokens: list[str]
-    interventions: list[InterventionOut]
-    weight_edits: list[WeightEditOut]
-    control_interventions: list[InterventionOut] = Field(description="the same interventions moved to random ordinary coordinates")
-    control_weight_edits: list[WeightEditOut]
-    top_k: PredictionsOut = Field(description="next-token predictions after the prompt")
-    layers: list[LayerEffectOut] = Field(description="per layer, max |x| and sink share before and after")
