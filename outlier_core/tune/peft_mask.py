@@ -1,7 +1,7 @@
 """An exported selection mask as a peft method: train exactly its coordinates on a plain model.
 
-    import outlier_core.tune.peft_mask  # registers the method with peft
     from peft import get_peft_model
+    from outlier_core.tune.peft_mask import OutlierMaskConfig  # importing it registers the method with peft
     model = get_peft_model(model, OutlierMaskConfig(mask="masks/outliers.safetensors", task_type="CAUSAL_LM"))
     ...  # train (Trainer, TRL, a loop); model.save_pretrained(DIR); PeftModel.from_pretrained(base, DIR)
     merged = model.merge_and_unload()
