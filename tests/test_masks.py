@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from app.cli.main import main as cli_main
+from outlier_core.contract import to_json
 from outlier_core.errors import InputError
 from outlier_core.load.models import load_model
 from outlier_core.select import mask_rules
@@ -127,7 +128,7 @@ def mutate(payload: dict, path: list, value) -> dict:
     ],
 )
 def test_malformed_json_is_rejected_naming_the_field(tiny, path, value, field):
-    payload = sample_mask(tiny).to_json()
+    payload = to_json(sample_mask(tiny))
     from_json(payload)  # the unmutated manifest loads
     with pytest.raises(InputError) as err:
         from_json(mutate(payload, path, value))
@@ -135,7 +136,7 @@ def test_malformed_json_is_rejected_naming_the_field(tiny, path, value, field):
 
 
 def test_mismatched_masks_are_rejected(tiny):
-    payload = sample_mask(tiny).to_json()
+    payload = to_json(sample_mask(tiny))
     unknown = mutate(mutate(payload, ["parameters", "model.layers.7.mlp.up_proj.weight"], {"shape": [64, 64]}), ["parts", 0, "parameter"], "model.layers.7.mlp.up_proj.weight")
     with pytest.raises(InputError) as err:
         from_json(unknown).validate(tiny)

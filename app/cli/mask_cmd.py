@@ -63,16 +63,18 @@ def describe(mask, found: dict | None = None, budget: int | None = None) -> list
 
 def run(args: argparse.Namespace) -> None:
     if args.mask_command == "show":
+        from outlier_core.contract import to_json
         from outlier_core.select.masks import load_mask
 
         mask = load_mask(args.mask)
-        emit_json(mask.summary_json()) if args.json else emit_lines(describe(mask))
+        emit_json(to_json(mask.summary())) if args.json else emit_lines(describe(mask))
         return
     run_suggest(args)
 
 
 def run_suggest(args: argparse.Namespace) -> None:
     from app.cli.common import load_model_for
+    from outlier_core.contract import to_json
     from outlier_core.observe.weights import WeightRule
     from outlier_core.select.mask_rules import (
         RuleConfig,
@@ -93,6 +95,6 @@ def run_suggest(args: argparse.Namespace) -> None:
     suggestion = suggest_mask(model, prompt, args.budget, config, args.name)
     json_path, tensor_path = suggestion.mask.save(args.out)
     if args.json:
-        emit_json({**suggestion.to_json(), "files": [str(json_path), str(tensor_path)]})
+        emit_json({**to_json(suggestion), "files": [str(json_path), str(tensor_path)]})
     else:
         emit_lines([*describe(suggestion.mask, suggestion.found, args.budget), "", f"wrote {json_path} and {tensor_path}"])

@@ -18,11 +18,13 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass, field
+from typing import Annotated, Any, Sequence
 
 import numpy as np
 import torch
+from pydantic import Field
 
-from outlier_core.errors import InputError
+from outlier_core.errors import InputError, within
 from outlier_core.load.hooks import check_layer, run_hooked
 from outlier_core.load.models import LoadedModel
 from outlier_core.load.sites import hook_name
@@ -65,9 +67,12 @@ def _block_param(shapes: dict, prefix: str, layer: int, suffix: str) -> str | No
     return name if name in shapes else None
 
 
-def norm_parameters(model: LoadedModel) -> list[tuple[str, int]]:
+Shapes = dict[str, tuple[int, ...]]  # plain name -> shape, as `model_shapes` gives them
+
+
+def norm_parameters(model: LoadedModel, shapes: Shapes | None = None) -> list[tuple[str, int]]:
     """(name, layer) of every norm weight over the residual stream; the final norm gets layer n_layers."""
-    shapes, _ = model_shapes(model)
+    shapes = model_shapes(model)[0] if shapes is None else shapes
     prefix = _layer_prefix(shapes)
     found = []
     for name, shape in shapes.items():
@@ -78,7 +83,9 @@ def norm_parameters(model: LoadedModel) -> list[tuple[str, int]]:
     return found
 
 
-def dim_parts(model: LoadedModel, layer: int, dim: int, roles: tuple[str, ...] = ROLES, source: str | None = None) -> list[MaskPart]:
+def dim_parts(
+    model: LoadedModel, layer: int, dim: int, roles: tuple[str, ...] = ROLES, source: str | None = None, shapes: Shapes | None = None
+) -> list[MaskPart]:
     """The parameters of block `layer` that scale, read or write residual dim `dim` (see module doc)."""
     check_layer(model, layer)
     if not 0 <= dim < model.d_model:
@@ -86,12 +93,12 @@ def dim_parts(model: LoadedModel, layer: int, dim: int, roles: tuple[str, ...] =
     unknown = [r for r in roles if r not in ROLES]
     if unknown or not roles:
         raise InputError("roles", f"choose from {', '.join(ROLES)}")
-    shapes, _ = model_shapes(model)
+    shapes = model_shapes(model)[0] if shapes is None else shapes
     prefix = _layer_prefix(shapes)
     source = source or f"dim {dim} at layer {layer}"
     parts = []
     if "norm" in roles:
-        parts += [make_part(n, "entries", [[dim]], f"{source}: norm scale", shapes[n]) for n, l in norm_parameters(model) if l == layer]
+        parts += [make_part(n, "entries", [[dim]], f"{source}: norm scale", shapes[n]) for n, l in norm_parameters(model, shapes) if l == layer]
     if "reads" in roles:
         for suffix in ATTENTION_READS + MLP_READS:
             name = _block_param(shapes, prefix, layer, suffix)
@@ -103,6 +110,31 @@ def dim_parts(model: LoadedModel, layer: int, dim: int, roles: tuple[str, ...] =
             if name:
                 parts.append(make_part(name, "rows", [dim], f"{source}: writes it", shapes[name]))
     return parts
+
+
+def extended(
+    model: LoadedModel,
+    mask: SelectionMask,
+    parts: Sequence[tuple[str, str, Any, str]] = (),
+    dims: Sequence[tuple[int, int]] = (),
+    roles: tuple[str, ...] = ROLES,
+) -> SelectionMask:
+    """`mask` with clicked parts `(parameter, kind, index, source)` and the parts around each
+    `(layer, dim)` added; the mask and every addition are checked against `model` once.
+
+    A refusal names the entry at fault: `parts[i].<field>` or `dims[i].<field>`.
+    """
+    shapes, total = model_shapes(model)
+    mask.validate(model, (shapes, total))
+    added: list[MaskPart] = []
+    for i, (parameter, kind, index, source) in enumerate(parts):
+        if parameter not in shapes:
+            raise InputError(f"parts[{i}].parameter", f"unknown parameter {parameter!r} for model {model.name}")
+        added.append(make_part(parameter, kind, index, source, shapes[parameter], f"parts[{i}]"))
+    for i, (layer, dim) in enumerate(dims):
+        with within(f"dims[{i}]"):
+            added += dim_parts(model, layer, dim, roles, shapes=shapes)
+    return mask.with_parts(added, shapes)
 
 
 @dataclass(frozen=True)
@@ -264,11 +296,8 @@ def feature_read_candidates(model: LoadedModel, evidence: Evidence, config: Rule
 @dataclass(frozen=True)
 class Suggestion:
     mask: SelectionMask
-    found: dict[str, int]  # rule -> coordinates its candidates cover before the budget (repeats counted)
+    found: Annotated[dict[str, int], Field(description="per rule, the coordinates its candidates covered before the budget (repeats counted)")]
     budget: int
-
-    def to_json(self) -> dict:
-        return {"mask": self.mask.to_json(), "found": self.found, "budget": self.budget}
 
 
 def suggest_mask(model: LoadedModel, encoded: Encoded, budget: int, config: RuleConfig = RuleConfig(), name: str = "outlier rules") -> Suggestion:

@@ -12,7 +12,9 @@ kept as given (a rule lists its best coordinates first), so files round-trip exa
 
 Files: a JSON manifest (human-readable, indices inline) and a `.safetensors` twin holding,
 per parameter, the (K, ndim) coordinates it selects, plus one index tensor per part and the
-manifest in its metadata. Either file alone loads the mask back.
+manifest in its metadata. Either file alone loads the mask back. The manifest is also what
+the API shows of a mask (`MaskManifest`; `MaskSummary` leaves the indices out); as JSON a
+`SelectionMask` is its file.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ import struct
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
 import torch
+from pydantic import Field, GetCoreSchemaHandler
+from pydantic_core import core_schema
 
+from outlier_core.contract import to_json
 from outlier_core.errors import InputError
 from outlier_core.load.models import LoadedModel, unbridged
 
@@ -95,6 +100,52 @@ class MaskPart:
         return n if self.kind == "entries" else n * (shape[1] if self.kind == "rows" else shape[0])
 
 
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    n_params: int
+
+
+@dataclass(frozen=True)
+class ParameterShape:
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class PartSummary:
+    parameter: str
+    kind: str
+    source: str
+    size: int  # entries, rows or columns listed (repeats counted)
+
+
+@dataclass(frozen=True)
+class PartManifest(PartSummary):
+    index: list[int] | list[list[int]] | None = None  # None where a listing leaves the indices out
+
+
+@dataclass(frozen=True)
+class MaskSummary:
+    """A mask without its indices: what `mask show` prints and a fine-tune run records."""
+
+    format: str
+    name: str
+    model: ModelRef
+    layout: str
+    parameters: dict[str, ParameterShape]
+    parts: tuple[PartSummary, ...]
+    count: Annotated[int, Field(description="distinct coordinates selected")]
+    share: Annotated[float, Field(description="count / the model's parameter count")]
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class MaskManifest(MaskSummary):
+    """A mask as JSON: its file, with every part's index, and what the API shows of it."""
+
+    parts: tuple[PartManifest, ...]
+
+
 def _strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     strides, step = [], 1
     for size in reversed(shape):
@@ -160,6 +211,16 @@ class SelectionMask:
     parts: tuple[MaskPart, ...] = field(default=())
 
     @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        """As JSON a mask is its manifest with every index: what its file holds."""
+        return core_schema.is_instance_schema(
+            cls,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda mask: mask.manifest(with_index=True), return_schema=handler.generate_schema(MaskManifest)
+            ),
+        )
+
+    @classmethod
     def empty(cls, model: LoadedModel, name: str) -> SelectionMask:
         if not isinstance(name, str) or not name.strip():
             raise InputError("name", "must be a non-empty string")
@@ -214,9 +275,12 @@ class SelectionMask:
             and all(a.same_as(b) for a, b in zip(self.parts, other.parts))
         )
 
-    def validate(self, model: LoadedModel) -> None:
-        """Raise InputError unless every part fits `model` (names, shapes, parameter count)."""
-        shapes, total = model_shapes(model)
+    def validate(self, model: LoadedModel, shapes: tuple[dict[str, tuple[int, ...]], int] | None = None) -> None:
+        """Raise InputError unless every part fits `model` (names, shapes, parameter count).
+
+        `shapes`: the model's `model_shapes`, when the caller has them already.
+        """
+        shapes, total = model_shapes(model) if shapes is None else shapes
         if total != self.n_model_params:
             raise InputError(
                 "mask.model",
@@ -262,52 +326,47 @@ class SelectionMask:
                 break
         return SelectionMask(self.name, self.model, self.n_model_params, {p.parameter: self.shapes[p.parameter] for p in kept}, tuple(kept))
 
-    def to_json(self) -> dict:
-        return {
-            **self._manifest(with_index=True),
-            "count": self.count,
-            "share": self.share,
-            "counts": self.counts(),
-        }
+    def summary(self) -> MaskSummary:
+        return MaskSummary(
+            format=FORMAT,
+            name=self.name,
+            model=ModelRef(self.model, self.n_model_params),
+            layout=LAYOUT_NOTE,
+            parameters={name: ParameterShape(tuple(shape)) for name, shape in self.shapes.items()},
+            parts=tuple(PartSummary(p.parameter, p.kind, p.source, int(p.index.shape[0])) for p in self.parts),
+            count=self.count,
+            share=self.share,
+            counts=self.counts(),
+        )
 
-    def summary_json(self) -> dict:
-        """The manifest without indices: for listings."""
-        return {
-            **self._manifest(with_index=False),
-            "count": self.count,
-            "share": self.share,
-            "counts": self.counts(),
-        }
+    def manifest(self, with_index: bool = False) -> MaskManifest:
+        """The mask as its file holds it; without `with_index` the indices are null (for listings)."""
+        summary = self.summary()
+        parts = tuple(
+            PartManifest(**vars(entry), index=part.index.tolist() if with_index else None) for entry, part in zip(summary.parts, self.parts)
+        )
+        return MaskManifest(**{**vars(summary), "parts": parts})
 
-    def _manifest(self, with_index: bool) -> dict:
-        parts = []
-        for part in self.parts:
-            entry = {"parameter": part.parameter, "kind": part.kind, "source": part.source, "size": int(part.index.shape[0])}
-            if with_index:
-                entry["index"] = part.index.tolist()
-            parts.append(entry)
-        return {
-            "format": FORMAT,
-            "name": self.name,
-            "model": {"name": self.model, "n_params": self.n_model_params},
-            "layout": LAYOUT_NOTE,
-            "parameters": {name: {"shape": list(shape)} for name, shape in self.shapes.items()},
-            "parts": parts,
-        }
+    def manifest_text(self) -> str:
+        """The JSON file, indented for people who open it."""
+        return json.dumps(to_json(self), indent=1)
 
     def to_safetensors_bytes(self) -> bytes:
         from safetensors.torch import save
 
         tensors = {name: self.coordinate_tensor(name).contiguous() for name in self.coordinates}
         tensors.update({f"parts.{i}": part.index.contiguous() for i, part in enumerate(self.parts)})
-        return save(tensors, metadata={"format": FORMAT, "manifest": json.dumps(self._manifest(with_index=False))})
+        header = to_json(self.summary())  # the tensors hold the indices
+        for key in ("count", "share", "counts"):  # the file format keeps only what a reader cannot recount
+            del header[key]
+        return save(tensors, metadata={"format": FORMAT, "manifest": json.dumps(header)})
 
     def save(self, path: str | Path) -> tuple[Path, Path]:
         """Write `NAME.json` and its twin `NAME.safetensors`; returns both paths."""
         json_path = Path(path).with_suffix(".json")
         tensor_path = json_path.with_suffix(".safetensors")
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
+        json_path.write_text(self.manifest_text() + "\n", encoding="utf-8")
         tensor_path.write_bytes(self.to_safetensors_bytes())
         return json_path, tensor_path
 

@@ -26,7 +26,7 @@ from outlier_core.load.models import LoadedModel
 from outlier_core.observe.weights import WeightRule
 from outlier_core.select.mask_rules import (
     RuleConfig,
-    dim_parts,
+    extended,
     prompt_from_text,
     suggest_mask,
 )
@@ -34,7 +34,6 @@ from outlier_core.select.masks import (
     SelectionMask,
     from_json,
     from_safetensors_bytes,
-    model_shapes,
 )
 
 router = APIRouter(prefix="/masks", tags=["masks"])
@@ -42,39 +41,23 @@ router = APIRouter(prefix="/masks", tags=["masks"])
 NOT_FOUND = error(404, "no such mask")
 
 
-def _out(mask_id: str, mask: SelectionMask, with_index: bool = False) -> dict:
-    return {"id": mask_id, **(mask.to_json() if with_index else mask.summary_json())}
-
-
 def _changed(model: LoadedModel, mask: SelectionMask, change: MaskChangeIn) -> SelectionMask:
-    """The mask with the clicked parts and the parts around each dim added, checked against the model."""
-    mask.validate(model)
-    for i, part in enumerate(change.parts):
-        try:
-            mask = mask.add(model, part.parameter, part.kind, part.index, part.source)
-        except InputError as err:
-            raise InputError(f"parts[{i}].{err.field.removeprefix('part.')}", err.reason) from err
-    shapes, _ = model_shapes(model)
-    for i, item in enumerate(change.dims):
-        try:
-            mask = mask.with_parts(dim_parts(model, item.layer, item.dim, tuple(change.roles)), shapes)
-        except InputError as err:
-            raise InputError(f"dims[{i}].{err.field}", err.reason) from err
-    return mask
+    parts = [(p.parameter, p.kind, p.index, p.source) for p in change.parts]
+    return extended(model, mask, parts, [(d.layer, d.dim) for d in change.dims], tuple(change.roles))
 
 
-def _create(model: LoadedModel, body: MaskCreateIn, store: MaskStore) -> dict:
+def _create(model: LoadedModel, body: MaskCreateIn, store: MaskStore) -> MaskOut:
     mask = _changed(model, SelectionMask.empty(model, body.name), body)
-    return _out(store.add(mask), mask)
+    return MaskOut.of(store.add(mask), mask)
 
 
-def _extend(model: LoadedModel, mask_id: str, body: MaskChangeIn, store: MaskStore) -> dict:
+def _extend(model: LoadedModel, mask_id: str, body: MaskChangeIn, store: MaskStore) -> MaskOut:
     mask = _changed(model, store.get(mask_id), body)
     store.replace(mask_id, mask)
-    return _out(mask_id, mask)
+    return MaskOut.of(mask_id, mask)
 
 
-def _suggest(model: LoadedModel, body: SuggestIn, store: MaskStore) -> dict:
+def _suggest(model: LoadedModel, body: SuggestIn, store: MaskStore) -> SuggestionOut:
     config = RuleConfig(
         rules=tuple(body.rules),
         norm_rule=WeightRule(body.norm_rule, body.norm_k),
@@ -84,7 +67,7 @@ def _suggest(model: LoadedModel, body: SuggestIn, store: MaskStore) -> dict:
     text = body.text if body.text is not None else bundled(body.corpus).text
     prompt = prompt_from_text(model, text, body.prepend_bos, body.max_tokens)
     suggestion = suggest_mask(model, prompt, body.budget, config, body.name)
-    return {"mask": _out(store.add(suggestion.mask), suggestion.mask), "found": suggestion.found, "budget": suggestion.budget}
+    return SuggestionOut(MaskOut.of(store.add(suggestion.mask), suggestion.mask), suggestion.found, suggestion.budget)
 
 
 def _parse(data: bytes) -> SelectionMask:
@@ -98,27 +81,27 @@ def _parse(data: bytes) -> SelectionMask:
     return from_safetensors_bytes(data)
 
 
-def _import(model: LoadedModel, data: bytes, name: str | None, store: MaskStore) -> dict:
+def _import(model: LoadedModel, data: bytes, name: str | None, store: MaskStore) -> MaskOut:
     mask = _parse(data)
     mask.validate(model)
     if name is not None:
         mask = mask.renamed(name)
-    return _out(store.add(mask), mask)
+    return MaskOut.of(store.add(mask), mask)
 
 
 @router.get("", response_model=MasksOut, responses=ERROR_RESPONSES)
-async def list_masks(store: MasksDep) -> dict:
-    return {"masks": [_out(mask_id, mask) for mask_id, mask in store.list()]}
+async def list_masks(store: MasksDep) -> MasksOut:
+    return MasksOut(masks=[MaskOut.of(mask_id, mask) for mask_id, mask in store.list()])
 
 
 @router.post("", response_model=MaskOut, status_code=201, responses=MODEL_RESPONSES)
-async def create_mask(body: MaskCreateIn, service: ServiceDep, store: MasksDep) -> dict:
+async def create_mask(body: MaskCreateIn, service: ServiceDep, store: MasksDep) -> MaskOut:
     """A new mask from clicked parts and/or the parameters around activation dims."""
     return await service.run(_create, body, store)
 
 
 @router.post("/suggest", response_model=SuggestionOut, status_code=201, responses=MODEL_RESPONSES)
-async def suggest(body: SuggestIn, service: ServiceDep, store: MasksDep) -> dict:
+async def suggest(body: SuggestIn, service: ServiceDep, store: MasksDep) -> SuggestionOut:
     """The researcher's outlier rules in priority order, trimmed to the budget, saved as a new mask."""
     return await service.run(_suggest, body, store)
 
@@ -129,20 +112,20 @@ async def import_mask(
     store: MasksDep,
     file: Annotated[UploadFile, File(description="MASK.json or MASK.safetensors")],
     name: Annotated[str | None, Form(min_length=1, max_length=200)] = None,
-) -> dict:
+) -> MaskOut:
     """Load a mask file, check it against the serving model, and keep it."""
     return await service.run(_import, await file.read(), name, store)
 
 
 @router.get("/{mask_id}", response_model=MaskOut, responses=ERROR_RESPONSES | NOT_FOUND)
-async def get_mask(mask_id: str, store: MasksDep) -> dict:
+async def get_mask(mask_id: str, store: MasksDep) -> MaskOut:
     """The mask with every part's indices."""
     mask = store.get(mask_id)
-    return await anyio.to_thread.run_sync(_out, mask_id, mask, True)
+    return await anyio.to_thread.run_sync(MaskOut.of, mask_id, mask, True)
 
 
 @router.post("/{mask_id}/parts", response_model=MaskOut, responses=MODEL_RESPONSES | NOT_FOUND)
-async def add_parts(mask_id: str, body: MaskChangeIn, service: ServiceDep, store: MasksDep) -> dict:
+async def add_parts(mask_id: str, body: MaskChangeIn, service: ServiceDep, store: MasksDep) -> MaskOut:
     """Add clicked parts and/or the parameters around activation dims to a mask."""
     store.get(mask_id)
     return await service.run(_extend, mask_id, body, store)
@@ -164,7 +147,7 @@ async def export_mask(mask_id: str, store: MasksDep, file_format: Annotated[Lite
     filename = (re.sub(r"[^A-Za-z0-9._-]+", "-", mask.name).strip("-.") or "mask") + f".{file_format}"
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
     if file_format == "json":
-        body = await anyio.to_thread.run_sync(lambda: json.dumps(mask.to_json(), indent=1).encode())
+        body = await anyio.to_thread.run_sync(lambda: mask.manifest_text().encode())
         return Response(body, media_type="application/json", headers=headers)
     body = await anyio.to_thread.run_sync(mask.to_safetensors_bytes)
     return Response(body, media_type="application/octet-stream", headers=headers)

@@ -1,14 +1,20 @@
-"""Selection masks: build from clicks, dims or the outlier rules; export and import."""
+"""Selection masks: build from clicks, dims or the outlier rules; export and import.
+
+A mask is answered as its manifest (`outlier_core.select.masks.MaskManifest`) with the
+store's id; listings leave the indices out (`index` null).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from app.api.schemas.common import FiniteFloat, Request
 from outlier_core.intervene.corpus import BUNDLED
-from outlier_core.select.mask_rules import ROLES, RULES
+from outlier_core.select.mask_rules import ROLES, RULES, Suggestion
+from outlier_core.select.masks import MaskManifest, SelectionMask
 
 Role = Literal[ROLES]  # type: ignore[valid-type]
 RuleName = Literal[RULES]  # type: ignore[valid-type]
@@ -50,41 +56,20 @@ class SuggestIn(Request):
     contribution_share: FiniteFloat = Field(default=0.05, gt=0, le=1, description="super weights: least share of the massive value an entry writes")
 
 
-class ModelRefOut(BaseModel):
-    name: str
-    n_params: int
-
-
-class ShapeOut(BaseModel):
-    shape: list[int]
-
-
-class PartOut(BaseModel):
-    parameter: str
-    kind: str
-    source: str
-    size: int
-    index: list[int] | list[list[int]] | None = None
-
-
-class MaskOut(BaseModel):
+@dataclass(frozen=True)
+class MaskOut(MaskManifest):
     id: str
-    format: str
-    name: str
-    model: ModelRefOut
-    layout: str
-    parameters: dict[str, ShapeOut]
-    parts: list[PartOut]
-    count: int = Field(description="distinct coordinates selected")
-    share: float = Field(description="count / the model's parameter count")
-    counts: dict[str, int]
+
+    @classmethod
+    def of(cls, mask_id: str, mask: SelectionMask, with_index: bool = False) -> MaskOut:
+        """The stored mask; listings and changes leave its indices out (null)."""
+        return cls(**vars(mask.manifest(with_index)), id=mask_id)
 
 
 class MasksOut(BaseModel):
     masks: list[MaskOut] = Field(description="newest first; parts without indices")
 
 
-class SuggestionOut(BaseModel):
-    mask: MaskOut
-    found: dict[str, int] = Field(description="per rule, the coordinates its candidates covered before the budget")
-    budget: int
+@dataclass(frozen=True)
+class SuggestionOut(Suggestion):
+    mask: MaskOut  # saved in the store, listed without indices
