@@ -35,23 +35,30 @@ CASES = tuple((method, setting) for method in METHODS for setting in ("auto", "f
 
 def measure(args: argparse.Namespace) -> dict:
     """One method in this process: warm-up step included in the peak, step time from the rest."""
+    import functools
+
     import torch
 
     from outlier_core.load.models import load_model
     from outlier_core.select.masks import load_mask
-    from outlier_core.tune import finetune, train_data
+    from outlier_core.tune import train_data
+    from outlier_core.tune.checkpointing import block_checkpointing, checkpoints_blocks
+    from outlier_core.tune.memory import PeakMemory
+    from outlier_core.tune.methods import get_method
+    from outlier_core.tune.training import train
 
     model = load_model(args.model, device=args.device)
     mask = load_mask(args.mask)
+    method = get_method(args.one)
     config = train_data.TrainConfig(steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len)
     if args.checkpoint == "flip":
-        flipped = "off" if finetune.checkpoints_blocks(model, args.one, config) else "on"
+        flipped = "off" if checkpoints_blocks(model, method, config) else "on"
         config = dataclasses.replace(config, checkpoint=flipped)
     data = train_data.make_data(model, train_data.load_corpus(), config)
     for p in model.hf_model.parameters():
         p.requires_grad_(False)
-    name, tuning, details = finetune.build_tuning(model, args.one, mask, config)
-    checkpointing = finetune.checkpoints_blocks(model, args.one, config)
+    attached = method.attach(model, mask, config)
+    checkpointing = checkpoints_blocks(model, method, config)
     stamps: list[float] = []
 
     def stamp(step: int, loss: float, tokens_per_s: float) -> None:
@@ -59,21 +66,22 @@ def measure(args: argparse.Namespace) -> dict:
             torch.cuda.synchronize()
         stamps.append(time.perf_counter())
 
-    lr = config.full_lr if args.one == "full" else config.lr
-    with finetune.PeakMemory(model.device) as memory, finetune.block_checkpointing(model, checkpointing):
+    lean = functools.partial(method.lean_backward, attached.tuning)
+    with PeakMemory(model.device) as memory, block_checkpointing(model, checkpointing):
         start = time.perf_counter()
-        _, state_bytes, _, _ = finetune.train(model, tuning, train_data.batches(data, config), config, lr, stamp, lambda: False)
+        steps = train_data.batches(data, config)
+        _, state_bytes, _, _ = train(model, attached.tuning, steps, config, method.learning_rate(config), stamp, lambda: False, lean)
     step_times = [b - a for a, b in zip([start, *stamps], stamps)][1:]  # the first step allocates the optimizer state
     return {
-        "name": name,
+        "name": attached.name,
         "method": args.one,
         "default": args.checkpoint == "auto",
         "checkpointing": checkpointing,
-        "trainable": tuning.trainable,
+        "trainable": attached.tuning.trainable,
         "optimizer_state_bytes": state_bytes,
         "peak_memory_mb": memory.peak_mb,
         "step_s": statistics.median(step_times),
-        **{k: v for k, v in details.items() if k == "lora_rank"},
+        **{k: v for k, v in attached.details.items() if k == "lora_rank"},
     }
 
 

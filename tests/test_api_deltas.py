@@ -1,6 +1,6 @@
 """A fine-tune run's deltas on the served model, through the real app (TestClient).
 
-The runs come from a real `finetune.compare` on the tiny model. What the API serves is
+The runs come from a real `compare` on the tiny model. What the API serves is
 checked against a plain Hugging Face copy of the tiny model whose weights were edited by
 hand from the run's safetensors file, and against the served model's own weights and
 logits before anything was attached (bit for bit).
@@ -25,7 +25,8 @@ from app.api.main import create_app
 from app.api.settings import Settings
 from outlier_core.load.models import LoadedModel, load_model, tiny_random_hf
 from outlier_core.select.masks import SelectionMask, base_parameters
-from outlier_core.tune import finetune, train_data
+from outlier_core.tune import train_data
+from outlier_core.tune.comparison import compare
 from tests.hf_reference import byte_ids, sparse_edited
 
 TEXT = "Tiny models still have residual streams."
@@ -44,7 +45,7 @@ def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = train_data.TrainConfig(steps=3, lr=0.05, full_lr=1e-3, batch_size=2, seq_len=16)
     data = train_data.make_data(trainer, train_data.load_corpus("code"), config)
     root = tmp_path_factory.mktemp("runs")
-    finetune.compare(trainer, mask, ("lora", "full"), data, config, root / RUN_ID)
+    compare(trainer, mask, ("lora", "full"), data, config, root / RUN_ID)
     return root
 
 

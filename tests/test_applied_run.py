@@ -17,17 +17,19 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from outlier_core.contract import to_json
 from outlier_core.errors import InputError
 from outlier_core.load.model_cache import ModelCache, state_token
 from outlier_core.load.models import LoadedModel, load_model, tiny_random_hf
 from outlier_core.select.masks import SelectionMask, base_parameters
-from outlier_core.tune import finetune, train_data
+from outlier_core.tune import train_data
 from outlier_core.tune.applied_run import (
     AppliedRun,
     RunNotFound,
     attach_run,
     run_folder,
 )
+from outlier_core.tune.comparison import compare
 from tests.hf_reference import sparse_edited
 
 DOWN = "model.layers.1.mlp.down_proj.weight"  # (64, 128)
@@ -49,7 +51,7 @@ def runs(model: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = train_data.TrainConfig(steps=3, lr=0.05, full_lr=1e-3, batch_size=2, seq_len=16)
     data = train_data.make_data(model, train_data.load_corpus("code"), config)
     folder = tmp_path_factory.mktemp("runs") / RUN_ID
-    finetune.compare(model, mask, ("random", "ln", "lora", "full"), data, config, folder)
+    compare(model, mask, ("random", "ln", "lora", "full"), data, config, folder)
     return folder
 
 
@@ -88,7 +90,7 @@ def test_a_sparse_run_computes_base_plus_its_file_and_switches_off_and_detaches_
             applied.set_enabled(True)
             assert torch.equal(logits(model), on)
             record = json.loads((runs / method / "run.json").read_text())
-            assert applied.to_json() == {
+            assert to_json(applied.state) == {
                 "run": RUN_ID, "method": method, "name": record["name"], "model": "tiny-random", "trainable": record["trainable"],
                 "enabled": True, "merged": False, "serving": "base + deltas",
             }
@@ -179,8 +181,8 @@ def test_merge_makes_base_plus_delta_the_models_own_weights(runs, method):
     for step in (lambda: applied.set_enabled(False), applied.detach, applied.merge):
         with pytest.raises(InputError):
             step()
-    assert applied.to_json()["merged"] is True
-    assert "until the model is reloaded" in applied.to_json()["serving"]
+    assert to_json(applied.state)["merged"] is True
+    assert "until the model is reloaded" in to_json(applied.state)["serving"]
 
 
 def test_every_switch_changes_the_cache_token(model, runs):
@@ -298,7 +300,7 @@ def test_an_applied_run_is_what_it_says(model, runs):
     try:
         assert isinstance(applied, AppliedRun) and not applied.weights_in_place
         applied.set_enabled(False)
-        assert applied.to_json()["serving"] == "base only: the deltas are switched off"
+        assert to_json(applied.state)["serving"] == "base only: the deltas are switched off"
     finally:
         applied.detach()
     with pytest.raises(InputError):

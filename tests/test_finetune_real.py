@@ -14,8 +14,10 @@ from outlier_core.intervene.corpus import from_text
 from outlier_core.load.models import tiny_random_hf
 from outlier_core.select import mask_rules
 from outlier_core.select.masks import SelectionMask, base_parameters
-from outlier_core.tune import finetune, train_data
-from outlier_core.tune.baselines import lora_plan, lora_rank_for, lora_targets
+from outlier_core.tune import train_data
+from outlier_core.tune.comparison import compare
+from outlier_core.tune.methods import METHODS
+from outlier_core.tune.methods.lora import lora_plan, lora_rank_for, lora_targets
 from tests.conftest import PROSE
 
 DOWN = "model.layers.1.mlp.down_proj.weight"  # (64, 128) in the tiny model
@@ -30,7 +32,7 @@ def test_a_short_real_run_lowers_the_training_loss(smol, tmp_path):
     config = train_data.TrainConfig(steps=5, batch_size=8, seq_len=12, eval_fraction=0.25, lr=1e-2)
     data = train_data.make_data(smol, from_text(PROSE, "prose"), config)
     assert 2 <= data.train.shape[0] <= 8 and data.held_out.shape[0] == 1
-    result = finetune.compare(smol, mask, ("random",), data, config, tmp_path)
+    result = compare(smol, mask, ("random",), data, config, tmp_path)
     ours, random = result.runs
     assert ours.train_loss[-1] < ours.train_loss[0] - 0.05
     assert ours.trainable == random.trainable == mask.count
@@ -72,7 +74,7 @@ def test_every_method_leaves_the_model_as_it_was(tiny, tmp_path):
     mask = SelectionMask.empty(tiny, "m").add(tiny, DOWN, "columns", [5, 6], "click")
     config = train_data.TrainConfig(steps=2, batch_size=2, seq_len=16, lr=1e-2, full_lr=1e-2)
     data = train_data.make_data(tiny, train_data.load_corpus("code"), config)
-    result = finetune.compare(tiny, mask, ("random", "ln", "lora", "full"), data, config, tmp_path)
+    result = compare(tiny, mask, ("random", "ln", "lora", "full"), data, config, tmp_path)
     assert [r.method for r in result.runs] == ["mask", "random", "ln", "lora", "full"]
     assert all(r.changed > 0 for r in result.runs)
     assert result.runs[-1].changed == sum(p.numel() for p in saved.values())  # full: every weight moved
@@ -130,7 +132,7 @@ def test_train_config_rejects_bad_settings():
 def test_cli_finetune_reports_a_bad_mask(tmp_path, capsys):
     from app.cli import finetune_cmd
 
-    assert finetune_cmd.BASELINES == finetune.METHODS[1:]
+    assert finetune_cmd.BASELINES == METHODS[1:]
     broken = tmp_path / "broken.json"
     broken.write_text('{"format": "outlier-lab-mask/1", "name": "b", "parts": []}')
     for path in (tmp_path / "missing.json", broken):

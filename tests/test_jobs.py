@@ -11,8 +11,11 @@ import torch
 
 from outlier_core.errors import InputError
 from outlier_core.select.masks import SelectionMask, base_parameters
-from outlier_core.tune import finetune, train_data
+from outlier_core.tune import train_data
+from outlier_core.tune.comparison import comparison_job
 from outlier_core.tune.jobs import JobRunner
+from outlier_core.tune.runs import list_runs
+from outlier_core.tune.training import Cancelled
 
 
 def looping(steps: int, started: threading.Event | None = None):
@@ -21,7 +24,7 @@ def looping(steps: int, started: threading.Event | None = None):
             if started is not None:
                 started.set()
             if ctx.cancelled():
-                raise finetune.Cancelled()
+                raise Cancelled()
             time.sleep(0.01)
             ctx.report(step, steps, loss=1.0 / step, tokens_per_s=100.0, phase="looping")
         return {"steps": steps}
@@ -88,7 +91,7 @@ def test_cancel_a_fine_tune_job_restores_the_model(tiny, tmp_path):
     config = train_data.TrainConfig(steps=10_000, batch_size=1, seq_len=16)
     data = train_data.make_data(tiny, train_data.load_corpus("code"), config)
     runner = JobRunner(tmp_path)
-    long = runner.submit("finetune", finetune.comparison_job(tiny, mask, ("lora",), data, config, threading.Lock()))
+    long = runner.submit("finetune", comparison_job(tiny, mask, ("lora",), data, config, threading.Lock()))
     deadline = time.monotonic() + 120
     while runner.get(long.id).step < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -100,9 +103,9 @@ def test_cancel_a_fine_tune_job_restores_the_model(tiny, tmp_path):
     assert all(torch.equal(p, saved[n]) for n, p in base_parameters(tiny).items())
     assert [p.requires_grad for p in tiny.hf_model.parameters()] == flags
     short = train_data.TrainConfig(steps=2, batch_size=1, seq_len=16)
-    next_job = runner.submit("finetune", finetune.comparison_job(tiny, mask, ("random",), data, short))
+    next_job = runner.submit("finetune", comparison_job(tiny, mask, ("random",), data, short))
     assert runner.wait(next_job.id, timeout=120).state == "done"
     result = runner.result(next_job.id)
     assert [r["name"] for r in result["runs"]] == ["m", "random"]
     assert (tmp_path / next_job.id / "mask" / "deltas.safetensors").is_file()
-    assert finetune.list_runs(tmp_path)[0]["id"] == next_job.id
+    assert list_runs(tmp_path)[0]["id"] == next_job.id

@@ -15,11 +15,15 @@ import pytest
 import torch
 
 from outlier_core.errors import InputError
+from outlier_core.intervene.loss import lm_loss
 from outlier_core.load.models import load_model, tiny_random_hf
 from outlier_core.select.masks import SelectionMask, base_parameters
-from outlier_core.tune import finetune, train_data
-from outlier_core.tune.baselines import FullTuning
+from outlier_core.tune import train_data
+from outlier_core.tune.checkpointing import block_checkpointing, checkpointable_blocks
+from outlier_core.tune.comparison import compare
+from outlier_core.tune.methods.full import FullTuning
 from outlier_core.tune.sparse import SparseTuner, apply_deltas, parameter_slots
+from outlier_core.tune.training import train
 
 DOWN = "model.layers.1.mlp.down_proj.weight"  # (64, 128)
 Q = "model.layers.2.self_attn.q_proj.weight"  # (64, 64)
@@ -149,7 +153,7 @@ def test_gradient_equals_the_masked_dense_gradient(tiny):
         with frozen_base(tiny):
             for values in tuner.parameters():
                 values.requires_grad_(True)
-            finetune.lm_loss(tiny, IDS).backward()
+            lm_loss(tiny, IDS).backward()
             hf = reference_hf(tuner)
             finetune_loss = torch.nn.functional.cross_entropy(hf(IDS).logits[0, :-1], IDS[0, 1:])
             finetune_loss.backward()
@@ -177,7 +181,7 @@ def test_gradient_matches_finite_differences(tiny64):
         for values in tuner.parameters():
             values.requires_grad_(True)
         assert all(d.values.dtype == torch.float64 for d in tuner.deltas.values())
-        loss = finetune.lm_loss(tiny64, IDS)
+        loss = lm_loss(tiny64, IDS)
         loss.backward()
         eps = 1e-2  # HF's RMSNorm normalizes in float32 even in a float64 model: smaller steps drown in its rounding
         for name in (DOWN, Q, NORM):
@@ -185,9 +189,9 @@ def test_gradient_matches_finite_differences(tiny64):
             for i in (0, values.numel() - 1):
                 with torch.no_grad():
                     values[i] += eps
-                    up = float(finetune.lm_loss(tiny64, IDS))
+                    up = float(lm_loss(tiny64, IDS))
                     values[i] -= 2 * eps
-                    down = float(finetune.lm_loss(tiny64, IDS))
+                    down = float(lm_loss(tiny64, IDS))
                     values[i] += eps
                 numeric = (up - down) / (2 * eps)
                 assert values.grad[i].item() == pytest.approx(numeric, rel=1e-2, abs=1e-6)
@@ -201,7 +205,7 @@ def test_training_moves_exactly_the_selected_coordinates(tiny):
     data = train_data.make_data(tiny, train_data.load_corpus("code"), config)
     with SparseTuner(tiny, mask) as tuner:
         with frozen_base(tiny):
-            losses, state_bytes, _, _ = finetune.train(tiny, tuner, train_data.batches(data, config), config, config.lr, lambda *a: None, lambda: False)
+            losses, state_bytes, _, _ = train(tiny, tuner, train_data.batches(data, config), config, config.lr, lambda *a: None, lambda: False, tuner.lean_backward)
         assert len(losses) == 4
         # optimizer state: exp_avg and exp_avg_sq (float32) per value, and one step counter per tensor
         assert state_bytes == sum(8 * d.values.numel() + 4 for d in tuner.deltas.values())
@@ -285,14 +289,14 @@ def test_lean_backward_gives_the_same_gradients_and_holds_no_copy(tiny, monkeypa
             for values in tuner.parameters():
                 values.requires_grad_(True)
             with real_hooks(keep, lambda t: t):
-                finetune.lm_loss(tiny, IDS).backward()
+                lm_loss(tiny, IDS).backward()
             plain, plain_bytes = [v.grad.clone() for v in tuner.parameters()], saved_bytes()
             kept.clear()
             for values in tuner.parameters():
                 values.grad = None
             monkeypatch.setattr(torch.autograd.graph, "saved_tensors_hooks", CountingHooks)
             with tuner.lean_backward():
-                finetune.lm_loss(tiny, IDS).backward()
+                lm_loss(tiny, IDS).backward()
         assert all(torch.equal(a, v.grad) for a, v in zip(plain, tuner.parameters()))
         assert plain_bytes - saved_bytes() == 4 * (64 * 64 + 64 * 128)  # the q_proj and down_proj copies
         assert all(d.made is None for d in tuner.deltas.values())
@@ -302,7 +306,7 @@ def test_block_checkpointing_gives_the_same_gradients_and_keeps_only_block_input
     """Recomputing the blocks in the backward pass changes the memory held, not the gradients;
     every switch it flips is put back."""
     mask = make_mask(tiny)
-    blocks = finetune._checkpointable_blocks(tiny)
+    blocks = checkpointable_blocks(tiny)
     assert len(blocks) == tiny.n_layers
     kept: list[torch.Tensor] = []
 
@@ -314,9 +318,9 @@ def test_block_checkpointing_gives_the_same_gradients_and_keeps_only_block_input
         kept.clear()
         for values in tuner.parameters():
             values.grad = None
-        with finetune.block_checkpointing(tiny, checkpointing), tuner.lean_backward():
+        with block_checkpointing(tiny, checkpointing), tuner.lean_backward():
             with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):  # innermost: sees what stays outside a checkpoint
-                loss = finetune.lm_loss(tiny, IDS)
+                loss = lm_loss(tiny, IDS)
             loss.backward()
         return [v.grad.clone() for v in tuner.parameters()], sum(t.numel() * t.element_size() for t in kept)
 
@@ -338,7 +342,7 @@ def test_a_run_checkpoints_the_coordinate_tunings_by_default(tiny, tmp_path):
     for choice, expected in (("auto", [True, True, False, False]), ("on", [True] * 4), ("off", [False] * 4)):
         config = train_data.TrainConfig(steps=1, batch_size=2, seq_len=16, checkpoint=choice)
         data = train_data.make_data(tiny, train_data.load_corpus("code"), config)
-        result = finetune.compare(tiny, mask, ("ln", "lora", "full"), data, config, tmp_path / choice)
+        result = compare(tiny, mask, ("ln", "lora", "full"), data, config, tmp_path / choice)
         assert [r.checkpointing for r in result.runs] == expected
         assert [r.method for r in result.runs] == ["mask", "ln", "lora", "full"]
     with pytest.raises(InputError) as err:
@@ -360,13 +364,13 @@ def test_full_tuning_saves_switches_and_reloads_its_weights(tiny, tmp_path):
     assert_restored(tiny, saved)
     tuning.set_enabled(True)
     assert all(torch.equal(p, tuned[n]) for n, p in base_parameters(tiny).items())
-    tuning.close()
+    tuning.detach()
     assert_restored(tiny, saved)
 
     again = FullTuning(tiny)
     again.load_values(path)
     assert all(torch.equal(p, tuned[n]) for n, p in base_parameters(tiny).items())  # bit for bit, not base + difference
-    again.close()
+    again.detach()
     assert_restored(tiny, saved)
     sparse_file = tmp_path / "sparse.safetensors"
     with SparseTuner(tiny, make_mask(tiny)) as tuner:

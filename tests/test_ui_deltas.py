@@ -24,7 +24,8 @@ from app.ui import ids, state
 from app.ui.app import create_app
 from outlier_core.load.models import LoadedModel, load_model, tiny_random_hf
 from outlier_core.select.masks import SelectionMask
-from outlier_core.tune import finetune, train_data
+from outlier_core.tune import train_data
+from outlier_core.tune.comparison import compare
 from tests.hf_reference import byte_ids, hf_forward, sparse_edited
 from tests.ui_helpers import fired_by, page
 
@@ -41,7 +42,7 @@ def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = train_data.TrainConfig(steps=3, lr=0.05, batch_size=2, seq_len=16)
     data = train_data.make_data(trainer, train_data.load_corpus("code"), config)
     root = tmp_path_factory.mktemp("runs")
-    finetune.compare(trainer, mask, ("lora",), data, config, root / RUN_ID)
+    compare(trainer, mask, ("lora",), data, config, root / RUN_ID)
     return root
 
 

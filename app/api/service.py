@@ -28,7 +28,7 @@ import anyio.to_thread
 from app.api.errors import ApiError
 from outlier_core.load.models import LoadedModel, dtype_name, load_model
 from outlier_core.select.masks import model_shapes
-from outlier_core.tune.applied_run import AppliedRun, attach_run
+from outlier_core.tune.applied_run import AppliedRun, AppliedState, attach_run
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,7 +39,7 @@ class ModelStatus:
     model: str | None  # the model that serves requests (none before the first load)
     loading: str | None  # the model being loaded, if any
     error: str | None  # why the last load failed
-    deltas: dict | None = None  # the applied run's description (`AppliedRun.to_json`), if any
+    deltas: AppliedState | None = None  # the applied run, if any
 
     @property
     def ready(self) -> bool:
@@ -58,7 +58,7 @@ class ModelService:
         self._loading: str | None = None
         self._error: str | None = None
         self._applied: AppliedRun | None = None  # changed only under `lock`
-        self._deltas: dict | None = None  # its description
+        self._deltas: AppliedState | None = None  # its state, readable without the model lock
         self._state = threading.Lock()  # guards the fields above; held for microseconds
         self.lock = threading.Lock()  # held for the whole of any model work
         self._queue = anyio.CapacityLimiter(1)
@@ -142,18 +142,18 @@ class ModelService:
 
     # ---- a fine-tune run's deltas on the served model ----
 
-    def deltas(self) -> dict | None:
-        """The applied run's description, without waiting for the model lock."""
+    def deltas(self) -> AppliedState | None:
+        """The applied run's state, without waiting for the model lock."""
         with self._state:
             return self._deltas
 
-    async def attach(self, folder: Path, method: str) -> dict:
+    async def attach(self, folder: Path, method: str) -> AppliedState:
         return await self.run(self._attach, folder, method)
 
-    async def switch(self, enabled: bool) -> dict:
+    async def switch(self, enabled: bool) -> AppliedState | None:
         return await self.run(self._change, "enabled", lambda applied: applied.set_enabled(enabled))
 
-    async def merge(self) -> dict:
+    async def merge(self) -> AppliedState | None:
         return await self.run(self._change, "deltas", AppliedRun.merge)
 
     async def detach(self) -> None:
@@ -166,16 +166,16 @@ class ModelService:
                 self._applied.detach()
                 self._set_applied(None)
 
-    def _attach(self, model: LoadedModel, folder: Path, method: str) -> dict:
+    def _attach(self, model: LoadedModel, folder: Path, method: str) -> AppliedState:
         if self._applied is not None:
             held = f"{self._applied.run_id}/{self._applied.method}"
             then = "reload the model first (it is merged)" if self._applied.merged else "detach it first"
             raise ApiError(409, f"run: the deltas of {held} are applied already; {then}", "run")
         applied = attach_run(model, folder, method)
         self._set_applied(applied)
-        return applied.to_json()
+        return applied.state
 
-    def _change(self, model: LoadedModel, field: str, change: Callable[[AppliedRun], None]) -> dict | None:
+    def _change(self, model: LoadedModel, field: str, change: Callable[[AppliedRun], None]) -> AppliedState | None:
         applied = self._applied
         if applied is None:
             raise ApiError(409, f"{field}: no run's deltas are applied; POST /api/model/deltas first", field)
@@ -188,4 +188,4 @@ class ModelService:
     def _set_applied(self, applied: AppliedRun | None) -> None:
         with self._state:
             self._applied = applied
-            self._deltas = applied.to_json() if applied else None
+            self._deltas = applied.state if applied else None

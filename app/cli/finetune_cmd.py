@@ -15,8 +15,7 @@ import time
 
 from app.cli.common import add_model_arguments, emit_json, emit_lines, finite_float
 from app.cli.mask_cmd import positive_int
-
-BASELINES = ("random", "ln", "lora", "full")  # mirrors outlier_core.tune.finetune.METHODS
+from outlier_core.tune.methods import BASELINES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,8 +56,9 @@ def run(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from app.cli.common import load_model_for
+    from outlier_core.contract import to_json
     from outlier_core.select.masks import load_mask
-    from outlier_core.tune.finetune import compare
+    from outlier_core.tune.comparison import compare
     from outlier_core.tune.train_data import TrainConfig, load_corpus, make_data
 
     config = TrainConfig(
@@ -75,7 +75,6 @@ def run(args: argparse.Namespace) -> None:
     mask = load_mask(args.mask)
     corpus = load_corpus(args.data)
     model = load_model_for(args)
-    mask.validate(model)
     data = make_data(model, corpus, config)
     baselines = tuple(dict.fromkeys(args.baseline))
     slug = re.sub(r"[^a-z0-9]+", "-", mask.name.lower()).strip("-") or "mask"
@@ -88,4 +87,4 @@ def run(args: argparse.Namespace) -> None:
             bar.update(1)
 
         comparison = compare(model, mask, baselines, data, config, folder, progress)
-    emit_json(comparison.to_json()) if args.json else emit_lines(table(comparison))
+    emit_json(to_json(comparison)) if args.json else emit_lines(table(comparison))

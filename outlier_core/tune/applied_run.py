@@ -1,12 +1,11 @@
 """A fine-tune run put back on the model it was trained from: switched on and off, merged, or detached.
 
-A comparison (`finetune.compare`) leaves, per method, FOLDER/<method>/run.json and the
+A comparison (`comparison.compare`) leaves, per method, FOLDER/<method>/run.json and the
 method's deltas.safetensors (the coordinate methods also their mask.json|.safetensors).
-`attach_run` checks that the run was trained on the model at hand and attaches its state:
-
-- mask, random, ln: the saved values at the mask's coordinates, through a `SparseTuner`;
-- lora: peft LoRA layers holding the saved factors (`LoraTuning.from_file`);
-- full: the saved tuned weights copied in, the base kept aside on the CPU (`FullTuning`).
+`attach_run` checks that the run was trained on the model at hand, and the method loads
+its own state (`TuningMethod.load`): the coordinate methods put the saved values back at
+the mask's coordinates, LoRA its factors into peft layers, full its tuned weights in
+place with the base kept aside on the CPU.
 
 The model then computes base + deltas. Until `merge()` no base weight is lost, so
 `detach()` gives the model back bit for bit; after it the tuned weights are the model's own.
@@ -17,16 +16,18 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
+from pydantic import Field
 from safetensors import SafetensorError
 
 from outlier_core.errors import InputError
 from outlier_core.load.models import LoadedModel
-from outlier_core.select.masks import load_mask, model_shapes
-from outlier_core.tune.baselines import FullTuning, LoraTuning
-from outlier_core.tune.finetune import COORDINATE_METHODS, METHODS
-from outlier_core.tune.sparse import SparseTuner, apply_deltas
+from outlier_core.select.masks import model_shapes
+from outlier_core.tune.methods import METHODS, get_method
+from outlier_core.tune.methods.base import Tuning
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")  # one folder name under the runs directory, never a path
 
@@ -67,10 +68,24 @@ def _check_model(model: LoadedModel, comparison: dict, run_id: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class AppliedState:
+    """What an applied run is doing now, as the API serves it."""
+
+    run: Annotated[str, Field(description="the run id")]
+    method: str
+    name: Annotated[str, Field(description="the run's own name: the mask's name, random, ln_only, lora_rN or full")]
+    model: str
+    trainable: Annotated[int, Field(description="values the run trained: its deltas")]
+    enabled: Annotated[bool, Field(description="whether the model computes base + deltas now")]
+    merged: Annotated[bool, Field(description="true once merged: the weights are base + deltas until the model is reloaded")]
+    serving: Annotated[str, Field(description="what the served model computes, in words")]
+
+
 class AppliedRun:
     """One run's trained state on a model. Build it with `attach_run`."""
 
-    def __init__(self, model: LoadedModel, run_id: str, method: str, name: str, tuning: SparseTuner | LoraTuning | FullTuning):
+    def __init__(self, model: LoadedModel, run_id: str, method: str, name: str, tuning: Tuning):
         self.model = model
         self.run_id = run_id
         self.method = method
@@ -88,7 +103,7 @@ class AppliedRun:
         Not while sparse deltas (a parametrization) or LoRA layers sit on top of the base:
         then code that reads parameters by name sees the base under other names.
         """
-        return self.merged or self.method == "full"
+        return self.merged or get_method(self.method).weights_in_place
 
     def set_enabled(self, enabled: bool) -> None:
         """Off: the model computes the base weights exactly; on: base + deltas again."""
@@ -106,10 +121,7 @@ class AppliedRun:
     def detach(self) -> None:
         """Take the deltas off: every base weight is back, bit for bit."""
         self._check_unmerged("deltas")
-        if isinstance(self.tuning, SparseTuner):
-            self.tuning.detach()
-        else:
-            self.tuning.close()
+        self.tuning.detach()
         self.attached = False
 
     def _check_unmerged(self, field: str) -> None:
@@ -118,21 +130,13 @@ class AppliedRun:
         if not self.attached:
             raise InputError(field, f"the deltas of {self.run_id}/{self.method} are detached")
 
-    def to_json(self) -> dict:
+    @property
+    def state(self) -> AppliedState:
         if self.merged:
             serving = "base + deltas merged into the weights, until the model is reloaded"
         else:
             serving = "base + deltas" if self.enabled else "base only: the deltas are switched off"
-        return {
-            "run": self.run_id,
-            "method": self.method,
-            "name": self.name,
-            "model": self.model.name,
-            "trainable": self.trainable,
-            "enabled": self.enabled,
-            "merged": self.merged,
-            "serving": serving,
-        }
+        return AppliedState(self.run_id, self.method, self.name, self.model.name, self.trainable, self.enabled, self.merged, serving)
 
 
 def attach_run(model: LoadedModel, folder: str | Path, method: str) -> AppliedRun:
@@ -143,8 +147,7 @@ def attach_run(model: LoadedModel, folder: str | Path, method: str) -> AppliedRu
     """
     folder = Path(folder)
     run_id = folder.name
-    if method not in METHODS:
-        raise InputError("method", f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    tuning_method = get_method(method, field="method")
     if not (folder / "comparison.json").is_file():
         raise RunNotFound("run", f"{folder} holds no comparison.json: it is not a fine-tune run")
     _check_model(model, _read_json(folder / "comparison.json", "run"), run_id)
@@ -159,7 +162,7 @@ def attach_run(model: LoadedModel, folder: str | Path, method: str) -> AppliedRu
     if not deltas.is_file():
         raise RunNotFound("method", f"{run_id}/{method}/{deltas.name} is missing")
     try:
-        tuning = _attach(model, part, method, deltas)
+        tuning = tuning_method.load(model, part, deltas)
     except SafetensorError as err:
         raise InputError("run", f"{run_id}/{method}/{deltas.name} is not a readable safetensors file ({err})") from err
     except InputError as err:
@@ -168,18 +171,3 @@ def attach_run(model: LoadedModel, folder: str | Path, method: str) -> AppliedRu
         raise InputError("run", f"{run_id}/{method}: {err.reason}") from err
     return AppliedRun(model, run_id, method, str(record.get("name") or method), tuning)
 
-
-def _attach(model: LoadedModel, part: Path, method: str, deltas: Path) -> SparseTuner | LoraTuning | FullTuning:
-    if method in COORDINATE_METHODS:
-        mask = load_mask(part / "mask.safetensors")
-        mask.validate(model)
-        return apply_deltas(model, mask, deltas)
-    if method == "lora":
-        return LoraTuning.from_file(model, deltas)
-    tuning = FullTuning(model)
-    try:
-        tuning.load_values(deltas)
-    except Exception:
-        tuning.close()
-        raise
-    return tuning

@@ -21,14 +21,17 @@ import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
+
+from pydantic import ConfigDict
 
 from outlier_core.errors import InputError
 from outlier_core.ids import is_id, new_id
 
 log = logging.getLogger(__name__)
 
-FINISHED = ("done", "failed", "cancelled")
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+FINISHED: tuple[JobState, ...] = ("done", "failed", "cancelled")
 SAVE_EVERY_S = 1.0  # progress is written to disk at most this often
 
 
@@ -36,7 +39,7 @@ SAVE_EVERY_S = 1.0  # progress is written to disk at most this often
 class JobStatus:
     id: str
     kind: str
-    state: str  # queued | running | done | failed | cancelled
+    state: JobState
     step: int = 0
     total: int = 0
     loss: float | None = None
@@ -49,8 +52,8 @@ class JobStatus:
     finished: float | None = None
     params: dict | None = None  # what the job was asked to do, as given at submit
 
-    def to_json(self) -> dict:
-        return asdict(self)
+    # every field is always written, defaults included: the API's docs list them all as present
+    __pydantic_config__ = ConfigDict(json_schema_serialization_defaults_required=True)
 
 
 class JobContext:
@@ -214,7 +217,7 @@ class JobRunner:
         """Write job.json atomically (a reader never sees half a file). Caller holds the lock."""
         folder = self.root / status.id
         tmp = folder / "job.json.tmp"
-        tmp.write_text(json.dumps(_finite(status.to_json())) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(_finite(asdict(status))) + "\n", encoding="utf-8")
         os.replace(tmp, folder / "job.json")
         self._saved_at[status.id] = time.monotonic()
 

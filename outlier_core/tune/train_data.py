@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal, get_args
 
 import torch
+from pydantic import ConfigDict
 
 from outlier_core.errors import InputError
 from outlier_core.intervene.corpus import (
@@ -27,7 +28,8 @@ from outlier_core.intervene.corpus import (
 )
 from outlier_core.load.models import LoadedModel
 
-CHECKPOINT_CHOICES = ("auto", "on", "off")
+Checkpoint = Literal["auto", "on", "off"]
+CHECKPOINT_CHOICES = get_args(Checkpoint)
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,10 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     lora_rank: int | None = None  # None: the rank (below rank 1, the targets) whose count is closest to the mask's
-    checkpoint: str = "auto"  # recompute block activations in the backward pass: "on", "off", or "auto" (coordinate tunings only)
+    checkpoint: Checkpoint = "auto"  # recompute block activations in the backward pass: "on", "off", or "auto" (coordinate tunings only)
+
+    # every field is always written, defaults included: the API's docs list them all as present
+    __pydantic_config__ = ConfigDict(json_schema_serialization_defaults_required=True)
 
     def __post_init__(self) -> None:
         positive_ints = {"steps": self.steps, "batch_size": self.batch_size, "max_eval_blocks": self.max_eval_blocks}
@@ -64,9 +69,6 @@ class TrainConfig:
             raise InputError("checkpoint", f"must be one of {', '.join(CHECKPOINT_CHOICES)}")
         if self.lora_rank is not None and (isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int) or self.lora_rank < 1):
             raise InputError("lora_rank", "must be a whole number >= 1")
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def parse_jsonl(text: str, name: str, field_name: str = "data") -> Corpus:
@@ -108,18 +110,22 @@ def load_corpus(source: str | None = None, field_name: str = "data") -> Corpus:
 
 
 @dataclass(frozen=True)
+class DataSummary:
+    source: str
+    seq_len: int
+    train_blocks: int
+    held_out_blocks: int
+
+
+@dataclass(frozen=True)
 class TokenData:
     train: torch.Tensor  # (N_train, S) int64, each block starts with BOS
     held_out: torch.Tensor  # (N_eval, S)
     source: str
 
-    def to_json(self) -> dict:
-        return {
-            "source": self.source,
-            "seq_len": int(self.train.shape[1]),
-            "train_blocks": int(self.train.shape[0]),
-            "held_out_blocks": int(self.held_out.shape[0]),
-        }
+    @property
+    def summary(self) -> DataSummary:
+        return DataSummary(self.source, int(self.train.shape[1]), int(self.train.shape[0]), int(self.held_out.shape[0]))
 
 
 def make_data(model: LoadedModel, corpus: Corpus, config: TrainConfig) -> TokenData:

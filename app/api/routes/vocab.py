@@ -21,7 +21,7 @@ from outlier_core.observe.detect import (
 )
 from outlier_core.observe.weights import DEFAULT_K
 from outlier_core.select.mask_rules import RULES as MASK_RULES
-from outlier_core.tune.finetune import METHODS
+from outlier_core.tune.methods import METHODS
 
 router = APIRouter(tags=["vocabulary"])
 

@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from app.api.schemas.common import Request
-from outlier_core.tune.applied_run import RUN_ID
-from outlier_core.tune.finetune import METHODS
+from outlier_core.tune.applied_run import RUN_ID, AppliedState
+from outlier_core.tune.methods import METHODS
 
 Method = Literal[METHODS]  # type: ignore[valid-type]
 
@@ -22,15 +22,7 @@ class SwitchIn(Request):
     enabled: bool = Field(description="false: the model computes the base weights exactly; true: base + deltas")
 
 
-class AppliedRunOut(BaseModel):
-    run: str = Field(description="the run id")
-    method: str
-    name: str = Field(description="the run's own name: the mask's name, random, ln_only, lora_rN or full")
-    model: str
-    trainable: int = Field(description="values the run trained: its deltas")
-    enabled: bool = Field(description="whether the model computes base + deltas now")
-    merged: bool = Field(description="true once merged: the weights are base + deltas until the model is reloaded")
-    serving: str = Field(description="what the served model computes, in words")
+AppliedRunOut = AppliedState  # the core's record of an applied run is the response shape
 
 
 class DeltasOut(BaseModel):

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from app.api.schemas.common import FiniteFloat, Request
 from outlier_core.intervene.corpus import BUNDLED, MAX_FILE_BYTES
+from outlier_core.tune.jobs import JobStatus
+from outlier_core.tune.methods import BASELINES
+from outlier_core.tune.runs import RunSummary
+from outlier_core.tune.train_data import Checkpoint
 
-Baseline = Literal["random", "ln", "lora", "full"]
+Baseline = Literal[BASELINES]  # type: ignore[valid-type]
 
 
 class FinetuneIn(Request):
@@ -23,41 +27,16 @@ class FinetuneIn(Request):
     seq_len: int = Field(default=64, ge=2, le=65_536, description="tokens per block, BOS included")
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     lora_rank: int | None = Field(default=None, ge=1, le=65_536, description="default: the rank whose count is closest to the mask's")
-    checkpoint: Literal["auto", "on", "off"] = Field(
+    checkpoint: Checkpoint = Field(
         default="auto", description="recompute block activations in the backward pass; auto: for the mask, random and ln runs"
     )
     data: Literal[BUNDLED] = Field(default="prose", description="a bundled corpus")  # type: ignore[valid-type]
     data_text: str | None = Field(default=None, min_length=1, max_length=MAX_FILE_BYTES, description="or your own text (passages split at blank lines)")
 
 
-class JobOut(BaseModel):
-    id: str
-    kind: str
-    state: Literal["queued", "running", "done", "failed", "cancelled"]
-    step: int
-    total: int
-    loss: float | None
-    tokens_per_s: float | None
-    eta_s: float | None
-    phase: str | None
-    error: str | None
-    created: float
-    started: float | None
-    finished: float | None
-    params: dict[str, Any] | None
-
-
 class JobsOut(BaseModel):
-    jobs: list[JobOut] = Field(description="newest first")
-
-
-class RunSummaryOut(BaseModel):
-    id: str
-    folder: str
-    modified: float
-    mask: str | None
-    runs: list[dict[str, Any]] = Field(description="per method: name, method, trainable, changed, eval_before, eval_after, seconds, deltas (its file, or null)")
+    jobs: list[JobStatus] = Field(description="newest first")
 
 
 class RunsOut(BaseModel):
-    runs: list[RunSummaryOut] = Field(description="newest first")
+    runs: list[RunSummary] = Field(description="newest first")

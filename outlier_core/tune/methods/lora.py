@@ -1,13 +1,5 @@
-"""Baselines that give a sparse fine-tune's result a meaning, at an equal budget where one exists.
-
-- random: a random mask of the same size and shape (`mask_rules.random_like`), same tuner;
-- ln: every norm weight entry (`mask_rules.norm_mask`), same tuner;
-- lora: Hugging Face peft LoRA on the same underlying model, rank chosen so its trainable
-  count is closest to the mask's;
-- full: every weight trains; the base values are kept aside and put back afterwards.
-
-Each tuning offers what the training loop needs: `parameters()`, `trainable`, `changed()`,
-`save(path)` and `close()`, which leaves the model exactly as it was.
+"""lora: Hugging Face peft LoRA on the same underlying model, in the projections the mask
+touches, its rank chosen so its trainable count is closest to the mask's.
 """
 
 from __future__ import annotations
@@ -21,11 +13,12 @@ from torch import nn
 from outlier_core.errors import InputError
 from outlier_core.load.model_cache import model_changed
 from outlier_core.load.models import LoadedModel, unbridged
-from outlier_core.select.masks import SelectionMask, model_shapes, plain_name
+from outlier_core.select.masks import SelectionMask, model_shapes
+from outlier_core.tune.methods.base import Attached, TuningMethod
+from outlier_core.tune.train_data import TrainConfig
 
 ADAPTER = "default"
 LORA_FORMAT = "outlier-lab-lora/1"
-FULL_FORMAT = "outlier-lab-full/1"
 DEFAULT_LORA_TARGETS = ("self_attn.q_proj", "self_attn.v_proj")  # peft's own default for Llama
 
 
@@ -177,9 +170,9 @@ class LoraTuning:
         self.set_enabled(True)
         for layer in self.layers.values():
             layer.merge(adapter_names=[ADAPTER])
-        self.close()
+        self.detach()
 
-    def close(self) -> None:
+    def detach(self) -> None:
         """Put each original Linear back where peft put its LoRA layer."""
         for full_name, module in list(self.model.hf_model.named_modules()):
             if module in self.layers.values():
@@ -190,94 +183,16 @@ class LoraTuning:
         model_changed(self.model)
 
 
-class FullTuning:
-    """Every base weight trains. A copy of the base stays on the CPU and is restored by `close()`."""
+class LoraMethod(TuningMethod):
+    name = "lora"
 
-    def __init__(self, model: LoadedModel):
-        self.model = model
-        self.params = _unique_parameters(model)
-        self._saved = _cpu_copy(self.params)
-        self._tuned: dict[str, torch.Tensor] | None = None  # held on the CPU while switched off
+    def attach(self, model: LoadedModel, mask: SelectionMask, config: TrainConfig) -> Attached:
+        targets, rank = (lora_targets(model, mask), config.lora_rank) if config.lora_rank else lora_plan(model, mask)
+        torch.manual_seed(config.seed)  # peft draws A at random
+        return Attached(f"lora_r{rank}", LoraTuning(model, targets, rank), {"lora_rank": rank, "lora_targets": targets})
 
-    def parameters(self) -> list[nn.Parameter]:
-        return list(self.params.values())
-
-    @property
-    def trainable(self) -> int:
-        return sum(p.numel() for p in self.params.values())
-
-    def set_enabled(self, enabled: bool) -> None:
-        """Off: the base values are put in place and the tuned ones kept on the CPU; on: back."""
-        if enabled == (self._tuned is None):
-            return
-        if enabled:
-            self._copy_in(self._tuned)
-            self._tuned = None
-        else:
-            self._tuned = _cpu_copy(self.params)
-            self._copy_in(self._saved)
-
-    def changed(self) -> int:
-        with torch.no_grad():
-            return sum(int((self._tuned_value(n) != self._saved[n]).sum()) for n in self.params)
-
-    def save(self, path: str | Path) -> Path:
-        """The tuned weights themselves, as large as the model: a stored difference would not
-        give the tuned values back bit for bit when added to the base."""
-        from safetensors.torch import save_file
-
-        save_file({n: self._tuned_value(n).contiguous() for n in self.params}, str(path), metadata={"format": FULL_FORMAT})
-        return Path(path)
-
-    def load_values(self, path: str | Path) -> None:
-        """Put the tuned weights of a file written by `save` (same model) in place."""
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            if (f.metadata() or {}).get("format") != FULL_FORMAT:
-                raise InputError("deltas", f"{Path(path).name} holds no full fine-tune weights")
-            names = set(f.keys())
-            if names != set(self.params):
-                raise InputError("deltas", f"{Path(path).name} does not hold this model's weights (names differ)")
-            tensors = {name: f.get_tensor(name) for name in names}
-        for name, p in self.params.items():
-            if tensors[name].shape != p.shape:
-                raise InputError("deltas", f"{name} has shape {list(tensors[name].shape)} in the file, {list(p.shape)} in the model")
-        self._tuned = None
-        self._copy_in(tensors)
-
-    def merge(self) -> None:
-        """Keep the tuned weights for good (switched on first) and forget the base copy."""
-        self.set_enabled(True)
-        self._saved = {}
-
-    def close(self) -> None:
-        self._tuned = None
-        if self._saved:
-            self._copy_in(self._saved)
-        for p in self.params.values():
-            p.grad = None
-
-    def _tuned_value(self, name: str) -> torch.Tensor:
-        """The tuned value of one weight, on the CPU (no copy where it already lives there)."""
-        return self._tuned[name] if self._tuned is not None else self.params[name].detach().cpu()
-
-    def _copy_in(self, values: dict[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            for name, p in self.params.items():
-                p.copy_(values[name].to(p.device))
+    def load(self, model: LoadedModel, folder: Path, deltas: Path) -> LoraTuning:
+        return LoraTuning.from_file(model, deltas)
 
 
-def _cpu_copy(params: dict[str, nn.Parameter]) -> dict[str, torch.Tensor]:
-    return {name: p.detach().to("cpu", copy=True) for name, p in params.items()}
-
-
-def _unique_parameters(model: LoadedModel) -> dict[str, nn.Parameter]:
-    found: dict[str, nn.Parameter] = {}
-    seen: set[int] = set()
-    for full_name, p in model.hf_model.named_parameters():
-        name = plain_name(full_name)
-        if name is not None and id(p) not in seen:
-            seen.add(id(p))
-            found[name] = p
-    return found
+METHOD = LoraMethod()

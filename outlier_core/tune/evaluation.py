@@ -1,0 +1,41 @@
+"""A fine-tune's held-out evaluation: the token-weighted mean next-token loss over packed blocks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from pydantic import model_serializer
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
+
+from outlier_core.intervene.loss import Loss, finite_or_none, lm_loss
+from outlier_core.load.models import LoadedModel
+
+
+class RunLossJson(TypedDict):
+    loss: float | None
+    perplexity: float | None
+    tokens: int
+
+
+@dataclass(frozen=True)
+class RunLoss(Loss):
+    """A `Loss` as the run files and the fine-tune routes have always written it: the count
+    is called `tokens` there. (A pydantic serializer on an `Annotated[Loss, ...]` alias would
+    say the same, but pydantic 2.14 cannot build a schema that uses such an alias twice.)"""
+
+    @model_serializer(mode="plain")
+    def _json(self) -> RunLossJson:
+        return {"loss": finite_or_none(self.loss), "perplexity": finite_or_none(self.perplexity), "tokens": self.n_tokens}
+
+
+def held_out_loss(model: LoadedModel, blocks: torch.Tensor, batch_size: int) -> RunLoss:
+    """Token-weighted mean loss over `blocks` (N, S)."""
+    total, tokens = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, blocks.shape[0], batch_size):
+            chunk = blocks[start : start + batch_size]  # (b, S)
+            n = chunk.shape[0] * (chunk.shape[1] - 1)
+            total += float(lm_loss(model, chunk)) * n
+            tokens += n
+    return RunLoss(total / tokens, tokens)
