@@ -8,7 +8,6 @@ import torch
 from fastapi import APIRouter
 
 from app.api.deps import ServiceDep, SettingsDep
-from app.api.errors import ApiError
 from app.api.schemas.common import ERROR_RESPONSES, MODEL_RESPONSES, error
 from app.api.schemas.model import (
     LoadModelIn,
@@ -17,6 +16,7 @@ from app.api.schemas.model import (
     ModelsOut,
     RegistryEntryOut,
 )
+from outlier_core.errors import InputError
 from outlier_core.load.models import (
     REGISTRY,
     ModelNotAvailable,
@@ -66,9 +66,9 @@ def _check_device(device: str | None) -> None:
     if device is None:
         return
     if not _DEVICE.fullmatch(device):
-        raise ApiError(422, "device: must be cpu, cuda, cuda:N or mps", "device")
+        raise InputError("device", "must be cpu, cuda, cuda:N or mps")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ApiError(422, "device: CUDA is not available on this server", "device")
+        raise InputError("device", "CUDA is not available on this server")
 
 
 @router.post("/model", response_model=LoadModelOut, status_code=202, responses=ERROR_RESPONSES | error(409, "a model is already loading"))
@@ -77,11 +77,11 @@ async def load_model(body: LoadModelIn, service: ServiceDep) -> LoadModelOut:
     try:
         resolve_spec(body.name)
     except ModelNotAvailable as err:
-        raise ApiError(422, f"name: {err}", "name") from err
+        raise InputError("name", str(err)) from err
     _check_device(body.device)
     try:
         parse_dtype(body.dtype, body.device or "cpu")
     except ValueError as err:
-        raise ApiError(422, f"dtype: {err}", "dtype") from err
+        raise InputError("dtype", str(err)) from err
     service.start_load(body.name, body.device, body.dtype)
     return LoadModelOut(name=body.name)

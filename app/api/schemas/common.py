@@ -6,13 +6,12 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from outlier_core.load.sites import SITES
+
 # JSON parsers accept NaN and Infinity; no request may carry them.
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Text = Annotated[str, Field(min_length=1, description="the prompt; its token count, BOS included, must stay within the server's max_tokens")]
-Site = Annotated[
-    str,
-    Field(description="resid_pre, resid_mid, resid_post, attn_out, mlp_out, ln1, ln2, ln1_out, ln2_out, mlp_post, or a hook suffix such as hook_resid_post"),
-]
+Site = Annotated[str, Field(description=f"{', '.join(SITES)}, or a hook suffix such as hook_resid_post")]
 
 
 class Request(BaseModel):
@@ -32,6 +31,8 @@ ERROR_RESPONSES: dict[int | str, dict] = {
     413: {"model": ErrorOut, "description": "request body too large"},
     422: {"model": ErrorOut, "description": "bad input; `field` names it"},
 }
+
+
 def error(status: int, description: str) -> dict[int | str, dict]:
     """One more documented error response, in the common shape."""
     return {status: {"model": ErrorOut, "description": description}}
