@@ -18,7 +18,7 @@ from outlier_core.load.sites import SITES, site_width
 from outlier_core.observe.detect import INT8_RULE, PAPER_RULE, RELATIVE_RULE
 from outlier_core.observe.weights import DEFAULT_K, WeightRule
 from outlier_core.select.mask_rules import RULES, RuleConfig
-from outlier_core.tune.finetune import METHODS
+from outlier_core.tune.methods import BASELINES, METHODS
 
 
 @pytest.fixture()
@@ -42,7 +42,7 @@ def test_the_vocabularies_are_the_cores(client: TestClient, tiny: LoadedModel) -
     assert list(vocab["mask_rules"]) == list(RULES)
     RuleConfig(rules=tuple(vocab["mask_rules"]))
     assert list(vocab["methods"]) == list(METHODS)
-    assert [name for name, m in vocab["methods"].items() if not m["baseline"]] == ["mask"]
+    assert [name for name, m in vocab["methods"].items() if m["baseline"]] == list(BASELINES)
 
 
 def test_every_name_the_core_knows_has_a_plain_label() -> None:

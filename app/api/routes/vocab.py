@@ -21,7 +21,7 @@ from outlier_core.observe.detect import (
 )
 from outlier_core.observe.weights import DEFAULT_K
 from outlier_core.select.mask_rules import RULES as MASK_RULES
-from outlier_core.tune.methods import METHODS
+from outlier_core.tune.methods import BASELINES, METHODS
 
 router = APIRouter(tags=["vocabulary"])
 
@@ -45,16 +45,15 @@ MASK_RULE_LABELS = {
     "attention_reads": "attention columns reading outlier features",
     "ffn_reads": "MLP columns reading outlier features",
 }
-SELECTION_METHOD = "mask"  # the method that trains the selection; every other one is a baseline beside it
 METHOD_LABELS = {"mask": "the selection mask", "random": "random mask, same size", "ln": "LN-only", "lora": "LoRA, same budget", "full": "full fine-tune"}
 
 # site_width reads the model's two widths; handed their names, it answers with the name of the one a site has.
 _WIDTH_NAMES = SimpleNamespace(d_model="d_model", d_mlp="d_mlp")
 
 
-def tuning_methods() -> tuple[str, ...]:
-    """The core's tuning methods, in the order it lists them."""
-    return tuple(METHODS)
+def tuning_methods() -> dict[str, bool]:
+    """The core's tuning methods in the order a comparison runs them, each saying whether it is a baseline beside the mask."""
+    return {name: name in BASELINES for name in METHODS}
 
 
 def massive_label(name: str, rule: MassiveRule, when: str) -> str:
@@ -73,7 +72,7 @@ def vocabulary() -> dict:
         "feature_rule": INT8_RULE,
         "weight_rules": {kind: {"label": WEIGHT_RULE_LABELS.get(kind, kind), "k": k} for kind, k in DEFAULT_K.items()},
         "mask_rules": {name: {"label": MASK_RULE_LABELS.get(name, name)} for name in MASK_RULES},
-        "methods": {name: {"label": METHOD_LABELS.get(name, name), "baseline": name != SELECTION_METHOD} for name in tuning_methods()},
+        "methods": {name: {"label": METHOD_LABELS.get(name, name), "baseline": baseline} for name, baseline in tuning_methods().items()},
     }
 
 
