@@ -18,8 +18,9 @@ from outlier_core.contract import to_json
 from outlier_core.errors import InputError
 from outlier_core.intervene import reference_means as reference_means_module
 from outlier_core.intervene.corpus import Corpus, bundled, from_file, from_text
-from outlier_core.intervene.evaluate import Loss, evaluate
+from outlier_core.intervene.evaluate import evaluate
 from outlier_core.intervene.interventions import Intervention, intervened
+from outlier_core.intervene.loss import Loss
 from outlier_core.intervene.reference_means import corpus_windows, reference_means
 from outlier_core.intervene.weight_edits import WeightEdit, edited_weights
 from outlier_core.load.models import load_model, tiny_random_hf
@@ -378,8 +379,8 @@ def test_evaluate_rejects_bad_input(tiny):
 
 
 def test_json_has_no_nan_or_inf():
-    assert Loss(800.0, 3).to_json() == {"loss": 800.0, "perplexity": None, "n_tokens": 3}
-    assert Loss(float("nan"), 3).to_json()["loss"] is None
+    assert to_json(Loss(800.0, 3)) == {"loss": 800.0, "perplexity": None, "n_tokens": 3}
+    assert to_json(Loss(float("nan"), 3))["loss"] is None
 
 
 # ---- reference means ----

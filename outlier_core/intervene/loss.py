@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from pydantic import model_serializer
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
-from outlier_core.contract import to_json
 from outlier_core.load.models import LoadedModel
 
 # The one overflow rule: from a loss of 700 nats on (exp overflows a float near 709) the
@@ -43,10 +42,6 @@ class Loss:
     @model_serializer(mode="plain")
     def _json(self) -> LossJson:
         return {"loss": finite_or_none(self.loss), "perplexity": finite_or_none(self.perplexity), "n_tokens": self.n_tokens}
-
-    def to_json(self) -> LossJson:
-        """The shape above, for results that still assemble their JSON by hand."""
-        return to_json(self)
 
 
 def lm_loss(model: LoadedModel, ids: torch.Tensor) -> torch.Tensor:
