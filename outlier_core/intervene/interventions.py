@@ -125,6 +125,7 @@ def check_interventions(model: LoadedModel, interventions: Sequence[Intervention
 
 
 def check_means(interventions: Sequence[Intervention], means: Mapping[str, "ReferenceMeans"]) -> None:
+    """Mean mode replaces by the reference means of its site: the caller must have them."""
     for iv in interventions:
         if iv.mode == "mean" and iv.site not in means:
             raise InputError("mode", f"mean needs reference means for site {iv.site}")
@@ -173,11 +174,7 @@ def _mean_values(magnitude: torch.Tensor, index: tuple, iv: Intervention, means:
     return torch.where(massive & has_carrier, carrier, ordinary)  # (R, P, Dn)
 
 
-def hooks_for(
-    model: LoadedModel,
-    arms: Sequence[Sequence[Intervention]],
-    means: Mapping[str, "ReferenceMeans"],
-) -> list[tuple[str, Callable]]:
+def hooks_for(arms: Sequence[Sequence[Intervention]], means: Mapping[str, "ReferenceMeans"]) -> list[tuple[str, Callable]]:
     """Hooks for checked interventions: with one arm it applies to every batch row, else arm i to row i."""
     by_point: dict[str, list[tuple[torch.Tensor | None, Intervention]]] = {}
     for row, arm in enumerate(arms):
@@ -195,7 +192,7 @@ def applied(
 ) -> Iterator[None]:
     """Forward passes inside the block run with checked interventions: batch row i with `arms[i]`,
     or every row with the one arm, so several experiments can share one pass."""
-    with model.bridge.hooks(fwd_hooks=hooks_for(model, arms, means or {})):
+    with model.bridge.hooks(fwd_hooks=hooks_for(arms, means or {})):
         yield
 
 
@@ -237,4 +234,4 @@ def attention_patterns_under_encoded(
     check_layer(model, layer)  # before the interventions: a bad layer is the first thing to name
     check_interventions(model, interventions, encoded.ids.shape[1])
     check_means(interventions, means or {})
-    return attention_patterns_encoded(model, encoded, layer, hooks_for(model, [interventions], means or {}))
+    return attention_patterns_encoded(model, encoded, layer, hooks_for([interventions], means or {}))

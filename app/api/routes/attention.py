@@ -12,7 +12,10 @@ from app.api.schemas.common import MODEL_RESPONSES
 from app.api.schemas.intervene import as_core
 from app.api.schemas.scan import AttentionIn, AttentionOut
 from outlier_core.errors import InputError
-from outlier_core.intervene.interventions import Intervention, attention_patterns_under_encoded
+from outlier_core.intervene.interventions import (
+    Intervention,
+    attention_patterns_under_encoded,
+)
 from outlier_core.intervene.reference_means import reference_means
 from outlier_core.load.models import LoadedModel
 from outlier_core.load.tokens import Encoded, encode
