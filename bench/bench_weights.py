@@ -16,11 +16,8 @@ import numpy as np
 from timing import timed
 
 from outlier_core.load.models import load_model
-from outlier_core.observe.weights import (
-    WeightRule,
-    model_parameters,
-    model_weight_stats,
-)
+from outlier_core.observe.tensor_stats import WeightRule
+from outlier_core.observe.weights import model_parameters, model_weight_stats
 
 log = logging.getLogger("bench_weights")
 

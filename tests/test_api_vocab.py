@@ -16,7 +16,7 @@ from app.api.settings import Settings
 from outlier_core.load.models import LoadedModel
 from outlier_core.load.sites import SITES, site_width
 from outlier_core.observe.detect import INT8_RULE, PAPER_RULE, RELATIVE_RULE
-from outlier_core.observe.weights import DEFAULT_K, WeightRule
+from outlier_core.observe.tensor_stats import DEFAULT_K, WeightRule
 from outlier_core.select.mask_rules import RULES, RuleConfig
 from outlier_core.tune.methods import BASELINES, METHODS
 

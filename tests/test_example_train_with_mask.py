@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from outlier_core.load.models import tiny_random_hf
-from outlier_core.select.masks import load_mask
+from outlier_core.select.mask_files import load_mask
 
 ROOT = Path(__file__).resolve().parent.parent
 

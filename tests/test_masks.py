@@ -17,13 +17,8 @@ from outlier_core.contract import to_json
 from outlier_core.errors import InputError
 from outlier_core.load.models import load_model
 from outlier_core.select import mask_rules
-from outlier_core.select.masks import (
-    SelectionMask,
-    base_parameters,
-    from_json,
-    from_safetensors_bytes,
-    load_mask,
-)
+from outlier_core.select.mask_files import from_json, from_safetensors_bytes, load_mask
+from outlier_core.select.masks import SelectionMask, base_parameters
 from tests.conftest import PROSE
 
 Q = "model.layers.1.self_attn.q_proj.weight"  # (64, 64)

@@ -17,14 +17,13 @@ from outlier_core.contract import to_json
 from outlier_core.errors import InputError
 from outlier_core.load.models import tiny_random_hf
 from outlier_core.observe.owl import layer_outlier_ratios
-from outlier_core.observe.weights import (
+from outlier_core.observe.tensor_stats import (
     PERCENTILES,
     WeightRule,
-    model_weight_stats,
-    norm_at_dims,
     tensor_stats,
     weight_outlier_mask,
 )
+from outlier_core.observe.weights import model_weight_stats, norm_at_dims
 
 # ---- planted outliers and boundaries ----
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from app.api.errors import ApiError
 from outlier_core.errors import InputError
 from outlier_core.ids import is_id, new_id
-from outlier_core.select.masks import SelectionMask, load_mask
+from outlier_core.select.mask_files import load_mask
+from outlier_core.select.masks import SelectionMask
 
 log = logging.getLogger(__name__)
 

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> None:
 
     from app.cli.common import load_model_for
     from outlier_core.contract import to_json
-    from outlier_core.select.masks import load_mask
+    from outlier_core.select.mask_files import load_mask
     from outlier_core.tune.comparison import compare
     from outlier_core.tune.train_data import TrainConfig, load_corpus, make_data
 

@@ -64,7 +64,7 @@ def describe(mask, found: dict | None = None, budget: int | None = None) -> list
 def run(args: argparse.Namespace) -> None:
     if args.mask_command == "show":
         from outlier_core.contract import to_json
-        from outlier_core.select.masks import load_mask
+        from outlier_core.select.mask_files import load_mask
 
         mask = load_mask(args.mask)
         emit_json(to_json(mask.summary())) if args.json else emit_lines(describe(mask))
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> None:
 def run_suggest(args: argparse.Namespace) -> None:
     from app.cli.common import load_model_for
     from outlier_core.contract import to_json
-    from outlier_core.observe.weights import WeightRule
+    from outlier_core.observe.tensor_stats import WeightRule
     from outlier_core.select.mask_rules import (
         RuleConfig,
         prompt_from_text,

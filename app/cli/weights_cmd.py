@@ -91,12 +91,8 @@ def run(args: argparse.Namespace) -> None:
     from app.cli.common import load_model_for
     from outlier_core.contract import to_json
     from outlier_core.observe.owl import layer_outlier_ratios
-    from outlier_core.observe.weights import (
-        DEFAULT_K,
-        WeightRule,
-        model_weight_stats,
-        norm_at_dims,
-    )
+    from outlier_core.observe.tensor_stats import DEFAULT_K, WeightRule
+    from outlier_core.observe.weights import model_weight_stats, norm_at_dims
 
     rule = WeightRule(args.rule, DEFAULT_K[args.rule] if args.k is None else args.k)
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())

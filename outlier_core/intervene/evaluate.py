@@ -44,7 +44,7 @@ from outlier_core.load.models import LoadedModel
 from outlier_core.load.sites import site_width
 from outlier_core.load.tokens import Encoded, encode
 from outlier_core.observe.capture import Scan, scan_encoded
-from outlier_core.observe.weights import WeightRule, weight_outlier_mask
+from outlier_core.observe.tensor_stats import WeightRule, weight_outlier_mask
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from outlier_core.observe.detect import (
     massive_entries,
     outlier_features,
 )
-from outlier_core.observe.weights import WeightRule, weight_outlier_mask
+from outlier_core.observe.tensor_stats import WeightRule, weight_outlier_mask
 from outlier_core.select.masks import (
     MaskPart,
     SelectionMask,

@@ -19,8 +19,14 @@ import torch
 from torch import nn
 
 from outlier_core.errors import InputError
-from outlier_core.select.masks import SelectionMask, load_mask
-from outlier_core.tune.sparse import SparseDeltas, module_slots, read_deltas, save_deltas
+from outlier_core.select.mask_files import load_mask
+from outlier_core.select.masks import SelectionMask
+from outlier_core.tune.sparse import (
+    SparseDeltas,
+    module_slots,
+    read_deltas,
+    save_deltas,
+)
 
 
 def module_shapes(root: nn.Module) -> tuple[dict[str, tuple[int, ...]], int]:

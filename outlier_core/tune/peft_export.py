@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from outlier_core.errors import InputError
-from outlier_core.select.masks import SelectionMask, load_mask
+from outlier_core.select.mask_files import load_mask
+from outlier_core.select.masks import SelectionMask
 from outlier_core.tune.peft_mask import OutlierMaskConfig, adapter_key
 from outlier_core.tune.sparse import read_deltas
 

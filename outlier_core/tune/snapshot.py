@@ -9,7 +9,7 @@ from outlier_core.load.models import LoadedModel
 from outlier_core.load.tokens import Encoded
 from outlier_core.observe.capture import scan_encoded
 from outlier_core.observe.detect import RELATIVE_RULE
-from outlier_core.observe.weights import WeightRule, weight_outlier_mask
+from outlier_core.observe.tensor_stats import WeightRule, weight_outlier_mask
 from outlier_core.select import mask_rules
 from outlier_core.tune.sparse import effective_weights
 

@@ -23,18 +23,15 @@ from app.api.schemas.masks import (
 from outlier_core.errors import InputError
 from outlier_core.intervene.corpus import bundled
 from outlier_core.load.models import LoadedModel
-from outlier_core.observe.weights import WeightRule
+from outlier_core.observe.tensor_stats import WeightRule
+from outlier_core.select.mask_files import from_json, from_safetensors_bytes
 from outlier_core.select.mask_rules import (
     RuleConfig,
     extended,
     prompt_from_text,
     suggest_mask,
 )
-from outlier_core.select.masks import (
-    SelectionMask,
-    from_json,
-    from_safetensors_bytes,
-)
+from outlier_core.select.masks import SelectionMask
 
 router = APIRouter(prefix="/masks", tags=["masks"])
 

@@ -19,7 +19,7 @@ from outlier_core.observe.detect import (
     RELATIVE_RULE,
     MassiveRule,
 )
-from outlier_core.observe.weights import DEFAULT_K
+from outlier_core.observe.tensor_stats import DEFAULT_K
 from outlier_core.select.mask_rules import RULES as MASK_RULES
 from outlier_core.tune.methods import BASELINES, METHODS
 

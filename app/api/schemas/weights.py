@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from app.api.schemas.common import FiniteFloat, Request
-from outlier_core.observe.weights import WeightRule
+from outlier_core.observe.tensor_stats import WeightRule
 
 RuleKind = Literal["sigma", "percentile", "mad"]
 Kind = Literal["norm", "matrix", "embedding"]

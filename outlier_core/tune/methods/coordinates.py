@@ -8,7 +8,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from outlier_core.load.models import LoadedModel
-from outlier_core.select.masks import SelectionMask, load_mask
+from outlier_core.select.mask_files import load_mask
+from outlier_core.select.masks import SelectionMask
 from outlier_core.tune.methods.base import Attached, TuningMethod
 from outlier_core.tune.sparse import SparseTuner, apply_deltas
 from outlier_core.tune.train_data import TrainConfig
