@@ -159,8 +159,9 @@ class ApiClient:
     def extend_mask(self, mask_id: str, parts: list[dict] | None = None, dims: list[dict] | None = None) -> dict:
         return self._call("POST", f"/api/masks/{mask_id}/parts", json={"parts": parts or [], "dims": dims or []})
 
-    def suggest_mask(self, budget: int, text: str | None, prepend_bos: bool, rules: list[str], window: int, name: str, norm_rule: str = "sigma", norm_k: float = 3.0) -> dict:
-        body = {"budget": budget, "text": text, "prepend_bos": prepend_bos, "rules": rules, "window": window, "name": name, "norm_rule": norm_rule, "norm_k": norm_k}
+    def suggest_mask(self, budget: int, text: str | None, prepend_bos: bool, rules: list[str], window: int, name: str) -> dict:
+        """The norm-outlier rule is the API's default (the vocabulary's sigma and its k)."""
+        body = {"budget": budget, "text": text, "prepend_bos": prepend_bos, "rules": rules, "window": window, "name": name}
         return self._call("POST", "/api/masks/suggest", json=body)
 
     def export_mask(self, mask_id: str, file_format: str) -> bytes:
