@@ -11,8 +11,7 @@ from __future__ import annotations
 import argparse
 
 from app.cli.common import emit_json, emit_lines
-
-COORDINATE_METHODS = ("mask", "random", "ln")  # the runs that save a mask and sparse deltas; LoRA and full runs do not
+from outlier_core.tune.methods import COORDINATE_METHODS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

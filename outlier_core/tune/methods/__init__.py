@@ -24,6 +24,7 @@ _MODULES = {  # name -> module in this package
 }
 METHODS = tuple(_MODULES)
 BASELINES = METHODS[1:]  # what a comparison may train beside the mask
+COORDINATE_METHODS = ("mask", "random", "ln")  # their runs save a mask and sparse deltas (values + indices)
 
 
 def get_method(name: str, field: str = "baseline") -> TuningMethod:
