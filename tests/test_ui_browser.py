@@ -35,7 +35,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from app.ui.client import HEATMAP_DIMS
 from app.ui.state import format_perplexity
 from outlier_core.load.models import LoadedModel
-from outlier_core.select.masks import from_json, from_safetensors_bytes
+from outlier_core.select.mask_files import from_json, from_safetensors_bytes
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -30,7 +30,7 @@ from app.ui import figures, ids, state
 from app.ui.app import create_app, health_state, status_view
 from app.ui.client import ApiClient, ApiProblem
 from outlier_core.load.models import LoadedModel
-from outlier_core.select.masks import from_json, from_safetensors_bytes
+from outlier_core.select.mask_files import from_json, from_safetensors_bytes
 from tests.hf_reference import byte_ids, hf_forward
 from tests.ui_helpers import fired_by, page
 
