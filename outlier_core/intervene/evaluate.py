@@ -305,14 +305,8 @@ def evaluate_encoded(
     a refusal names the entry at fault (`interventions[i].<field>`, `weights[i].<field>`), or
     `position` for a position the evaluation text is too short for."""
     interventions = tuple(interventions)
-    if not interventions and not weight_edits:
-        raise InputError("interventions", "give at least one activation or weight intervention")
-    if not 1 <= top_k <= model.d_vocab:
-        raise InputError("top_k", f"must be between 1 and {model.d_vocab}")
     seq_len = prompt.ids.shape[1]
-    if seq_len < 2:
-        raise InputError("text", "needs at least two tokens to score")
-    check_interventions(model, interventions, seq_len)
+    _check_request(model, interventions, weight_edits, top_k, seq_len)
     targets = resolve_edits(model, weight_edits)
     windows = eval_windows(model, eval_text, prompt.prepend_bos, eval_window) if eval_text else []
     shortest = min([seq_len, *(w.shape[1] for w in windows)])
@@ -341,10 +335,24 @@ def evaluate_encoded(
         control_interventions=control_ivs,
         control_weight_edits=tuple(edit for _, edit in control_targets),
         top_k=TopK(base_score.top, prompt_scores[0].top),
-        layers=tuple(
-            LayerEffect(b.layer, b.max_abs, a.max_abs, sb, sa)
-            for b, a, sb, sa in zip(scan_before.layers, scan_after.layers, scan_before.sink_share, scan_after.sink_share)
-        ),
+        layers=_layer_effects(scan_before, scan_after),
+    )
+
+
+def _check_request(model: LoadedModel, interventions: tuple[Intervention, ...], weight_edits: Sequence[WeightEdit], top_k: int, seq_len: int) -> None:
+    if not interventions and not weight_edits:
+        raise InputError("interventions", "give at least one activation or weight intervention")
+    if not 1 <= top_k <= model.d_vocab:
+        raise InputError("top_k", f"must be between 1 and {model.d_vocab}")
+    if seq_len < 2:
+        raise InputError("text", "needs at least two tokens to score")
+    check_interventions(model, interventions, seq_len)
+
+
+def _layer_effects(before: Scan, after: Scan) -> tuple[LayerEffect, ...]:
+    return tuple(
+        LayerEffect(b.layer, b.max_abs, a.max_abs, sb, sa)
+        for b, a, sb, sa in zip(before.layers, after.layers, before.sink_share, after.sink_share)
     )
 
 
