@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 
 from app.cli.common import add_model_arguments, emit_json, emit_lines, finite_float
-
-RULES = ("super_weights", "norm_outliers", "attention_reads", "ffn_reads")  # mirrors outlier_core.select.mask_rules.RULES
+from outlier_core.select import RULES
 
 
 def rule_list(value: str) -> tuple[str, ...]:

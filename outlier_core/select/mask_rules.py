@@ -37,6 +37,7 @@ from outlier_core.observe.detect import (
     outlier_features,
 )
 from outlier_core.observe.tensor_stats import WeightRule, weight_outlier_mask
+from outlier_core.select import RULES
 from outlier_core.select.masks import (
     MaskPart,
     SelectionMask,
@@ -50,7 +51,6 @@ MLP_READS = ("mlp.gate_proj.weight", "mlp.up_proj.weight")
 WRITES = ("self_attn.o_proj.weight", "mlp.down_proj.weight")
 DOWN_PROJ = "mlp.down_proj.weight"
 ROLES = ("norm", "reads", "writes")
-RULES = ("super_weights", "norm_outliers", "attention_reads", "ffn_reads")
 
 
 def _layer_prefix(shapes: dict[str, tuple[int, ...]]) -> str:
