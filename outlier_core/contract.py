@@ -7,6 +7,8 @@ The API declares the same dataclasses as response models, so a file on disk, the
 from __future__ import annotations
 
 import json
+import math
+import os
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -29,5 +31,26 @@ def to_json(result: Any) -> Any:
 
 
 def write_json(path: str | Path, result: Any) -> None:
-    """`result` as indented JSON in `path` (the run files people open by hand)."""
-    Path(path).write_text(json.dumps(to_json(result), indent=1) + "\n", encoding="utf-8")
+    """`result` as indented JSON in `path` (the run files people open by hand), written
+    atomically: a reader (or a run killed mid-write) never leaves half a file."""
+    write_atomic(path, json.dumps(to_json(result), indent=1) + "\n")
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """`text` into `path` through a temporary file beside it and a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def finite(payload: Any) -> Any:
+    """JSON values with NaN/inf as None, for files and status that must stay valid JSON
+    (a diverged loss is reported, not kept)."""
+    if isinstance(payload, float):
+        return payload if math.isfinite(payload) else None
+    if isinstance(payload, dict):
+        return {k: finite(v) for k, v in payload.items()}
+    if isinstance(payload, list):
+        return [finite(v) for v in payload]
+    return payload

@@ -7,6 +7,7 @@ open in the lifespan too, under `runs_dir`.
 
 from __future__ import annotations
 
+import functools
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -17,10 +18,14 @@ from app.api.errors import SafeJSONResponse, install_error_handlers
 from app.api.limits import BodySizeLimit
 from app.api.mask_store import MaskStore
 from app.api.routes import api_router
+from app.api.routes.jobs import launch_options
 from app.api.service import ModelService
 from app.api.settings import Settings
 from outlier_core.load.models import LoadedModel
-from outlier_core.tune.jobs import FINISHED, JobRunner
+from outlier_core.tune.jobs import JobRunner
+from outlier_core.tune.run_process import resume_job
+
+SHUTDOWN_REASON = "the server shut down while the job was queued or running"
 
 
 def create_app(settings: Settings | None = None, model: LoadedModel | None = None) -> FastAPI:
@@ -30,14 +35,16 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.masks = MaskStore(settings.runs_dir / "masks")
-        app.state.jobs = jobs = JobRunner(settings.runs_dir)
+        app.state.jobs = jobs = JobRunner(
+            settings.runs_dir, settings.max_concurrent_runs, settings.max_queued_runs, resume=resume_job(launch_options(settings))
+        )
         if model is None:
             service.start_load(settings.model, settings.device, settings.dtype)
         yield
-        for status in jobs.list():  # a running job stops at its next step; its status says cancelled
-            if status.state not in FINISHED:
-                jobs.cancel(status.id)
-        await anyio.to_thread.run_sync(jobs.close)
+        # A running job's process stops at its next step, its status cancelled with this reason;
+        # or, when the settings say so, it trains on and the next server reattaches to it.
+        close = functools.partial(jobs.close, cancel_reason=SHUTDOWN_REASON, keep_running=settings.keep_runs_on_shutdown)
+        await anyio.to_thread.run_sync(close)
         await anyio.to_thread.run_sync(service.release)
 
     app = FastAPI(

@@ -20,3 +20,8 @@ class Settings(BaseSettings):
     max_tokens: int = Field(default=1024, ge=2)  # longest prompt accepted, BOS included
     runs_dir: Path = Path("runs")  # fine-tune runs and saved masks live here
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)  # room for a large mask import
+    max_concurrent_runs: int = Field(default=1, ge=1)  # fine-tune run processes at once
+    max_queued_runs: int = Field(default=16, ge=0)  # waiting beyond those; more get 429
+    run_memory_mb: int | None = Field(default=None, ge=64)  # address-space cap of each CPU run process (RLIMIT_AS)
+    run_cancel_timeout_s: float = Field(default=30.0, gt=0)  # a cancelled run not stopped by then is killed
+    keep_runs_on_shutdown: bool = False  # leave runs training when the server stops; the next one reattaches

@@ -26,13 +26,14 @@ from outlier_core.errors import InputError
 from outlier_core.load.models import LoadedModel
 from outlier_core.select.masks import MaskSummary, SelectionMask
 from outlier_core.tune.checkpointing import checkpoints_blocks
+from outlier_core.tune.distributed import SINGLE, World
 from outlier_core.tune.evaluation import RunLoss, held_out_loss
 from outlier_core.tune.jobs import JobContext
 from outlier_core.tune.methods import BASELINES, get_method
 from outlier_core.tune.methods.base import TuningMethod
 from outlier_core.tune.snapshot import OutlierSnapshot, block_encoded, outlier_snapshot
 from outlier_core.tune.train_data import DataSummary, TokenData, TrainConfig
-from outlier_core.tune.training import RunResult, run_method
+from outlier_core.tune.training import RunResult, run_method, stop_check
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +100,15 @@ def run_comparison(
     folder: str | Path,
     progress: Callable[[StepReport], None] = lambda report: None,
     should_stop: Callable[[], bool] = lambda: False,
+    world: World = SINGLE,
 ) -> Comparison:
-    """Fine-tune each of the plan's methods from the same base; write everything under `folder`."""
+    """Fine-tune each of the plan's methods from the same base; write everything under `folder`
+    (over a `world` of processes, each rank trains on its shard and the main rank writes)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    if world.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
     data, config, n = plan.data, plan.config, len(plan.methods)
-    eval_before = held_out_loss(model, data.held_out, config.batch_size)
+    eval_before = held_out_loss(model, data.held_out, config.batch_size, stop_check(should_stop, world))
     scan_prompt = block_encoded(model, data.held_out[0])
     outliers_before = outlier_snapshot(model, scan_prompt)
     runs: list[RunResult] = []
@@ -114,9 +118,10 @@ def run_comparison(
         def report(step: int, loss: float, tokens_per_s: float, method: str = method.name, index: int = index) -> None:
             progress(StepReport(method, index, n, step, config.steps, loss, tokens_per_s))
 
-        runs.append(run_method(model, method, plan.mask, data, config, folder / method.name, eval_before, scan_prompt, report, should_stop))
+        runs.append(run_method(model, method, plan.mask, data, config, folder / method.name, eval_before, scan_prompt, report, should_stop, world))
         comparison = Comparison(str(folder), plan.mask.summary(), config, data.summary, eval_before, outliers_before, tuple(runs))
-        write_json(folder / "comparison.json", comparison)
+        if world.is_main:
+            write_json(folder / "comparison.json", comparison)
     return comparison
 
 

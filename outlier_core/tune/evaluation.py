@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from pydantic import model_serializer
@@ -29,11 +30,13 @@ class RunLoss(Loss):
         return {"loss": finite_or_none(self.loss), "perplexity": finite_or_none(self.perplexity), "tokens": self.n_tokens}
 
 
-def held_out_loss(model: LoadedModel, blocks: torch.Tensor, batch_size: int) -> RunLoss:
-    """Token-weighted mean loss over `blocks` (N, S)."""
+def held_out_loss(model: LoadedModel, blocks: torch.Tensor, batch_size: int, between: Callable[[], None] = lambda: None) -> RunLoss:
+    """Token-weighted mean loss over `blocks` (N, S); `between()` runs before each batch (a
+    stop check raises there, so a cancel does not wait for the whole evaluation)."""
     total, tokens = 0.0, 0
     with torch.inference_mode():
         for start in range(0, blocks.shape[0], batch_size):
+            between()
             chunk = blocks[start : start + batch_size]  # (b, S)
             n = chunk.shape[0] * (chunk.shape[1] - 1)
             total += float(lm_loss(model, chunk)) * n

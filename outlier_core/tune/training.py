@@ -23,6 +23,7 @@ from outlier_core.load.models import LoadedModel
 from outlier_core.load.tokens import Encoded
 from outlier_core.select.masks import SelectionMask
 from outlier_core.tune.checkpointing import block_checkpointing, checkpoints_blocks
+from outlier_core.tune.distributed import SINGLE, World
 from outlier_core.tune.evaluation import RunLoss, held_out_loss
 from outlier_core.tune.memory import PeakMemory
 from outlier_core.tune.methods.base import Tuning, TuningMethod
@@ -31,7 +32,23 @@ from outlier_core.tune.train_data import TokenData, TrainConfig, batches
 
 
 class Cancelled(Exception):
-    """Raised inside a run when its caller asked it to stop."""
+    """Raised inside a run when its caller asked it to stop; `losses` holds the steps it had taken."""
+
+    def __init__(self, losses: tuple[float, ...] = ()):
+        super().__init__(f"stopped after {len(losses)} steps")
+        self.losses = losses
+
+
+@dataclass(frozen=True)
+class StoppedRun:
+    """A method's run stopped before it finished, as FOLDER/<method>/stopped.json holds it:
+    its deltas as they were at the stop lie beside it; it has no evaluation after."""
+
+    name: str
+    method: str
+    steps_done: int
+    train_loss: tuple[float, ...]
+    deltas: str
 
 
 @dataclass(frozen=True)
@@ -75,9 +92,14 @@ def train(
     report: Callable[[int, float, float], None],
     should_stop: Callable[[], bool],
     lean_backward: Callable[[], AbstractContextManager] = nullcontext,
+    world: World = SINGLE,
 ) -> tuple[list[float], int, int, float]:
     """AdamW over the tuning's parameters only (the caller freezes the rest); each step's
     forward and backward pass run inside a fresh `lean_backward()`.
+
+    Over a `world` of N processes each rank takes its shard of every batch and the
+    gradients are averaged before the step, so the step, the reported loss (the global
+    batch's) and the token count are those of one process on the whole batch.
 
     Returns (losses, optimizer state bytes, tokens, seconds).
     """
@@ -88,19 +110,21 @@ def train(
     losses: list[float] = []
     tokens = 0
     start = time.perf_counter()
-    for step, ids in enumerate(steps, start=1):
-        if should_stop():
-            raise Cancelled()
+    for step, batch in enumerate(steps, start=1):
+        if world.any(should_stop()):
+            raise Cancelled(tuple(losses))
+        ids = world.shard(batch)  # (B / N, S)
         with lean_backward():
             loss = lm_loss(model, ids)
             if not torch.isfinite(loss):
                 raise RuntimeError(f"training diverged at step {step} (loss {loss.item()}); lower the learning rate")
             loss.backward()
+        world.average_gradients(params)
         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        tokens += ids.numel()
+        losses.append(world.mean(loss.item()))
+        tokens += batch.numel()
         report(step, losses[-1], tokens / (time.perf_counter() - start))
     state_bytes = optimizer_state_bytes(optimizer)
     del optimizer
@@ -133,25 +157,37 @@ def run_method(
     scan_prompt: Encoded,
     report: Callable[[int, float, float], None] = lambda step, loss, tps: None,
     should_stop: Callable[[], bool] = lambda: False,
+    world: World = SINGLE,
 ) -> RunResult:
-    """Train one method from the base model, measure it, save it into `folder`, and put the base back."""
+    """Train one method from the base model, measure it, save it into `folder`, and put the base back.
+
+    Stopped on the way (`should_stop`), it saves what it trained so far and `stopped.json`
+    into `folder`, then raises `Cancelled`. Over a `world` of processes only the main rank writes.
+    """
     torch.manual_seed(config.seed)
     checkpointing = checkpoints_blocks(model, method, config)
     lr = method.learning_rate(config)
     with base_frozen(model):
         attached = method.attach(model, mask, config)
         tuning = attached.tuning
+        losses: list[float] = []
         try:
             lean = functools.partial(method.lean_backward, tuning)
             with PeakMemory(model.device) as memory, block_checkpointing(model, checkpointing):
-                losses, state_bytes, tokens, seconds = train(model, tuning, batches(data, config), config, lr, report, should_stop, lean)
+                losses, state_bytes, tokens, seconds = train(model, tuning, batches(data, config), config, lr, report, should_stop, lean, world)
             for p in tuning.parameters():
                 p.requires_grad_(False)
-            eval_after = held_out_loss(model, data.held_out, config.batch_size)
+            eval_after = held_out_loss(model, data.held_out, config.batch_size, stop_check(should_stop, world, losses))
             outliers_after = outlier_snapshot(model, scan_prompt)
             trainable, changed = tuning.trainable, tuning.changed()
-            folder.mkdir(parents=True, exist_ok=True)
-            deltas = method.save(tuning, folder)
+            deltas = None
+            if world.is_main:
+                folder.mkdir(parents=True, exist_ok=True)
+                deltas = method.save(tuning, folder)
+        except Cancelled as stop:
+            if world.is_main:
+                save_stopped(method, attached.name, tuning, stop.losses or tuple(losses), folder)
+            raise
         finally:
             tuning.detach()
     result = RunResult(
@@ -160,5 +196,23 @@ def run_method(
         tokens_per_s=tokens / seconds, seconds=seconds, deltas=deltas, outliers_after=outliers_after,
         checkpointing=checkpointing, details=attached.details,
     )
-    write_json(folder / "run.json", result)
+    if world.is_main:
+        write_json(folder / "run.json", result)
     return result
+
+
+def stop_check(should_stop: Callable[[], bool], world: World = SINGLE, losses: list[float] | tuple[float, ...] = ()) -> Callable[[], None]:
+    """A `between` for work outside the training loop: raises `Cancelled` once a stop is asked (on any rank)."""
+
+    def check() -> None:
+        if world.any(should_stop()):
+            raise Cancelled(tuple(losses))
+
+    return check
+
+
+def save_stopped(method: TuningMethod, name: str, tuning: Tuning, losses: tuple[float, ...], folder: Path) -> None:
+    """What a stopped run had trained: its deltas and `stopped.json` (steps done, loss curve)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    deltas = method.save(tuning, folder)
+    write_json(folder / "stopped.json", StoppedRun(name, method.name, len(losses), losses, deltas))

@@ -1,16 +1,16 @@
 """Fine-tune jobs: start, status, result, cancel, delete; and the runs on disk.
 
-A job trains on its own copy of the serving model (loaded when the job starts), so the
-served model is never changed and keeps answering while the job runs. Status routes are
-async and read the runner's memory only: they never wait behind a forward pass.
+A job is a run process (`outlier_core.tune.run_process`): the request is checked here
+against the served model, then the run loads its own copy of the model and trains it in
+its own process, so the served model is never changed, keeps answering while the run
+trains, and survives a run that dies. Status routes are async and read the runner's
+memory only: they never wait behind a forward pass.
 """
 
 from __future__ import annotations
 
-import gc
-from typing import Callable
-
 import anyio.to_thread
+import torch
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
@@ -19,18 +19,22 @@ from app.api.errors import ApiError
 from app.api.mask_store import MaskStore
 from app.api.schemas.common import ERROR_RESPONSES, MODEL_RESPONSES, error
 from app.api.schemas.jobs import FinetuneIn, JobsOut, RunsOut
-from app.api.service import load_like
+from app.api.settings import Settings
 from outlier_core.errors import InputError
 from outlier_core.intervene.corpus import bundled, from_text
-from outlier_core.load.models import LoadedModel
-from outlier_core.tune.comparison import Comparison, ComparisonPlan, plan_comparison, run_job
-from outlier_core.tune.jobs import JobContext, JobRunner, JobStatus
+from outlier_core.load.models import LoadedModel, dtype_name
+from outlier_core.tune.comparison import Comparison, plan_comparison
+from outlier_core.tune.distributed import World
+from outlier_core.tune.jobs import JobRunner, JobsBusy, JobStatus
+from outlier_core.tune.run_config import RunConfig
+from outlier_core.tune.run_process import LaunchOptions, run_job
 from outlier_core.tune.runs import list_runs
 from outlier_core.tune.train_data import TrainConfig, make_data
 
 router = APIRouter(tags=["jobs"])
 
 NOT_FOUND = error(404, "no such job")
+INPUT_MASK = "input_mask.safetensors"  # the mask as it was at submit, in the job's folder
 
 
 def _job(runner: JobRunner, job_id: str) -> JobStatus:
@@ -40,22 +44,17 @@ def _job(runner: JobRunner, job_id: str) -> JobStatus:
         raise ApiError(404, f"job_id: {err.reason}", "job_id") from err
 
 
-def _work(model: LoadedModel, plan: ComparisonPlan) -> Callable[[JobContext], dict]:
-    """The job: load a copy of the model the request saw, train the checked comparison on it, drop it."""
-
-    def work(ctx: JobContext) -> dict:
-        ctx.report(0, plan.total_steps, phase="loading a copy of the model")
-        copy = load_like(model)
-        try:
-            return run_job(copy, plan, ctx)
-        finally:
-            del copy
-            gc.collect()
-
-    return work
+def default_processes(model: LoadedModel) -> int:
+    """One run process per GPU when the model is on CUDA, else one."""
+    return max(1, torch.cuda.device_count()) if model.device.startswith("cuda") else 1
 
 
-def _submit(model: LoadedModel, body: FinetuneIn, store: MaskStore, runner: JobRunner) -> JobStatus:
+def launch_options(settings: Settings) -> LaunchOptions:
+    return LaunchOptions(memory_mb=settings.run_memory_mb, cancel_timeout_s=settings.run_cancel_timeout_s)
+
+
+def _submit(model: LoadedModel, body: FinetuneIn, store: MaskStore, runner: JobRunner, settings: Settings) -> JobStatus:
+    """Check everything the run would refuse, now; then queue the run process."""
     mask = store.get(body.mask_id)
     config = TrainConfig(
         steps=body.steps, lr=body.lr, full_lr=body.full_lr, weight_decay=body.weight_decay, batch_size=body.batch_size,
@@ -64,16 +63,33 @@ def _submit(model: LoadedModel, body: FinetuneIn, store: MaskStore, runner: JobR
     )
     corpus = from_text(body.data_text, "your text", "data_text") if body.data_text is not None else bundled(body.data)
     data = make_data(model, corpus, config)  # refuses too little data now, not minutes later in the job
-    plan = plan_comparison(model, mask, tuple(body.baselines), data, config, mask_field="mask_id")  # the job does not check again
-    params = {**body.model_dump(exclude={"data_text"}), "data": data.source, "mask_name": mask.name, "model": model.name}
-    return runner.submit("finetune", _work(model, plan), params)
+    plan_comparison(model, mask, tuple(body.baselines), data, config, mask_field="mask_id")
+    processes = body.processes or default_processes(model)
+    try:
+        World(size=processes).check_batch(config.batch_size, int(data.train.shape[0]))
+    except InputError as err:
+        raise InputError("processes", err.reason) from err
+    run = RunConfig(
+        model=model.name, mask=INPUT_MASK, baselines=tuple(dict.fromkeys(body.baselines)), train=config,
+        data=None if body.data_text is not None else body.data, data_text=body.data_text,
+        device=model.device, dtype=dtype_name(model.dtype), processes=processes,
+    )
+    params = {**body.model_dump(exclude={"data_text"}), "processes": processes, "data": data.source, "mask_name": mask.name, "model": model.name}
+    try:
+        return runner.submit("finetune", run_job(run, launch_options(settings), {INPUT_MASK: mask.to_safetensors_bytes()}), params)
+    except JobsBusy as err:
+        raise ApiError(429, str(err), headers={"Retry-After": "10"}) from err
 
 
-@router.post("/finetune", response_model=JobStatus, status_code=202, responses=MODEL_RESPONSES | error(404, "no such mask"))
-async def start_finetune(body: FinetuneIn, service: ServiceDep, store: MasksDep, runner: JobsDep) -> JobStatus:
-    """Queue a fine-tune of the mask's coordinates and the chosen baselines; poll /api/jobs/{id}."""
+@router.post(
+    "/finetune", response_model=JobStatus, status_code=202,
+    responses=MODEL_RESPONSES | error(404, "no such mask") | error(429, "as many runs are running and queued as the server takes"),
+)
+async def start_finetune(body: FinetuneIn, service: ServiceDep, store: MasksDep, runner: JobsDep, settings: SettingsDep) -> JobStatus:
+    """Queue a fine-tune of the mask's coordinates and the chosen baselines, as a run process of
+    its own; poll /api/jobs/{id}."""
     store.get(body.mask_id)
-    return await service.run(_submit, body, store, runner)
+    return await service.run(_submit, body, store, runner, settings)
 
 
 @router.get("/jobs", response_model=JobsOut, responses=ERROR_RESPONSES)
@@ -83,7 +99,8 @@ async def list_jobs(runner: JobsDep) -> dict:
 
 @router.get("/jobs/{job_id}", response_model=JobStatus, responses=ERROR_RESPONSES | NOT_FOUND)
 async def job_status(job_id: str, runner: JobsDep) -> JobStatus:
-    """Progress: step of total, loss, tokens/s, ETA; survives a page reload and a restart."""
+    """Progress: step of total, loss, tokens/s, ETA, the run's pid while it runs; survives a
+    page reload and a restart. A run that died reads failed, with the end of its log."""
     return _job(runner, job_id)
 
 
@@ -99,7 +116,8 @@ async def job_result(job_id: str, runner: JobsDep) -> JSONResponse:
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobStatus, responses=ERROR_RESPONSES | NOT_FOUND)
 async def cancel_job(job_id: str, runner: JobsDep) -> JobStatus:
-    """Queued: cancelled at once. Running: stops at its next step."""
+    """Queued: cancelled at once. Running: its process is asked to stop at its next step
+    (SIGTERM), keeping what it trained, and is killed if it has not stopped in time."""
     _job(runner, job_id)
     return runner.cancel(job_id)
 

@@ -32,6 +32,10 @@ class FinetuneIn(Request):
     )
     data: Literal[BUNDLED] = Field(default="prose", description="a bundled corpus")  # type: ignore[valid-type]
     data_text: str | None = Field(default=None, min_length=1, max_length=MAX_FILE_BYTES, description="or your own text (passages split at blank lines)")
+    processes: int | None = Field(
+        default=None, ge=1, le=64,
+        description="data-parallel run processes, each a shard of every batch (batch_size must split evenly); default: one per GPU on CUDA, one on CPU",
+    )
 
 
 class JobsOut(BaseModel):

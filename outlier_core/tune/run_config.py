@@ -1,0 +1,92 @@
+"""One run's configuration: everything its process needs, as one JSON file in its folder.
+
+    FOLDER/run_config.json   what to train (this file; it replays the run)
+    FOLDER/process.json      the launcher's record of the run's main process: pid, start time
+    FOLDER/run.log           the process's stdout and stderr
+    FOLDER/status.json       progress and the final state, rewritten by the run as it goes
+    FOLDER/result.json       the comparison, once the run is done
+    FOLDER/comparison.json, FOLDER/<method>/...   as `comparison` writes them
+
+A sweep trial, an API job and a CLI fine-tune are each one config, one process, one folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, get_args
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+from outlier_core.contract import to_json, write_json
+from outlier_core.errors import InputError
+from outlier_core.intervene.corpus import BUNDLED, Corpus, from_text
+from outlier_core.tune.train_data import TrainConfig, load_corpus
+
+CONFIG_FILE = "run_config.json"
+UPLOADED_TEXT = "your text"  # the data's name when the text came inline (an upload)
+
+Tracker = Literal["tensorboard", "wandb", "mlflow"]
+TRACKERS: tuple[str, ...] = get_args(Tracker)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str  # registry name, Hugging Face id or local directory
+    mask: str  # MASK.json or MASK.safetensors; a relative path is read from the config's folder
+    baselines: tuple[str, ...] = ()  # trained after the mask, from the same base
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: str | None = None  # a bundled corpus name or a .txt/.jsonl path (relative: from the config's folder); None: the default
+    data_text: str | None = None  # or the text itself, in place of `data`
+    device: str | None = None  # None: cuda when present; under N processes each rank takes its own GPU
+    dtype: str | None = None
+    processes: int = 1  # data-parallel processes (torchrun); the global batch is train.batch_size
+    track: Tracker | None = None  # log curves and results through accelerate's tracker
+
+    __pydantic_config__ = ConfigDict(json_schema_serialization_defaults_required=True)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.processes, bool) or not isinstance(self.processes, int) or self.processes < 1:
+            raise InputError("processes", "must be a whole number >= 1")
+        if self.track is not None and self.track not in TRACKERS:
+            raise InputError("track", f"must be one of {', '.join(TRACKERS)}")
+
+    def corpus(self, folder: Path) -> Corpus:
+        if self.data_text is not None:
+            return from_text(self.data_text, UPLOADED_TEXT, "data_text")
+        if self.data is None or self.data in BUNDLED:
+            return load_corpus(self.data)
+        return load_corpus(str(_beside(folder, self.data)))
+
+    def mask_path(self, folder: Path) -> Path:
+        return _beside(folder, self.mask)
+
+
+def _beside(folder: Path, path: str) -> Path:
+    given = Path(path).expanduser()
+    return given if given.is_absolute() else folder / given
+
+
+def write_config(folder: str | Path, config: RunConfig) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / CONFIG_FILE, config)
+    return folder / CONFIG_FILE
+
+
+def read_config(path: str | Path) -> RunConfig:
+    """A config file back; InputError naming `config` (or the bad setting) when it does not hold one."""
+    path = Path(path)
+    try:
+        return TypeAdapter(RunConfig).validate_json(path.read_bytes())
+    except OSError as err:
+        raise InputError("config", f"{path} is not readable ({err.strerror})") from err
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "config"
+        raise InputError("config", f"{path}: {where}: {first['msg']}") from err
+
+
+def config_json(config: RunConfig) -> dict:
+    """The config as JSON values (what trackers record as the run's hyperparameters)."""
+    return to_json(config)
