@@ -1,4 +1,4 @@
-"""`create_app`: settings, the model service, error handlers, the body limit, the routers.
+"""`create_app`: settings, the model service, error handlers, the API key, the body limit, the routers.
 
 The model loads in the lifespan, in a background thread, so health answers while it
 loads; tests pass an already loaded model instead. The mask store and the job runner
@@ -14,9 +14,10 @@ from typing import AsyncIterator
 import anyio.to_thread
 from fastapi import FastAPI
 
+from app.api.auth import ApiKeyGuard
 from app.api.errors import SafeJSONResponse, install_error_handlers
 from app.api.limits import BodySizeLimit
-from app.api.mask_store import MaskStore
+from app.api.mask_store import MaskLimits, MaskStore
 from app.api.routes import api_router
 from app.api.routes.jobs import launch_options
 from app.api.service import ModelService
@@ -34,7 +35,8 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.masks = MaskStore(settings.runs_dir / "masks")
+        limits = MaskLimits(settings.max_mask_coordinates, settings.max_masks, settings.max_mask_disk_bytes)
+        app.state.masks = await anyio.to_thread.run_sync(MaskStore, settings.runs_dir / "masks", limits)  # reads every header
         app.state.jobs = jobs = JobRunner(
             settings.runs_dir, settings.max_concurrent_runs, settings.max_queued_runs, resume=resume_job(launch_options(settings))
         )
@@ -59,5 +61,6 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     app.state.masks = app.state.jobs = None  # opened in the lifespan: they live under runs_dir
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ApiKeyGuard, api_key=settings.api_key, open_docs=settings.open_docs)  # outermost: before the body is read
     app.include_router(api_router)
     return app

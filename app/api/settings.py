@@ -20,6 +20,16 @@ class Settings(BaseSettings):
     max_tokens: int = Field(default=1024, ge=2)  # longest prompt accepted, BOS included
     runs_dir: Path = Path("runs")  # fine-tune runs and saved masks live here
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)  # room for a large mask import
+    max_mask_coordinates: int = Field(default=4_000_000, ge=1)  # distinct parameters one mask may select
+    max_masks: int = Field(default=200, ge=1)  # masks kept under runs_dir/masks
+    max_mask_disk_bytes: int = Field(default=2 * 2**30, ge=2**20)  # what the masks' files may take together
+    max_eval_tokens: int = Field(default=4096, ge=2)  # evaluation text scored per request (the bundled prose is ~3,300)
+    request_seconds: float = Field(default=300.0, gt=0)  # an evaluation still scoring windows after this stops with a 422
+    model_dirs: list[Path] = []  # POST /api/model loads local folders only under these (JSON list); none by default
+    hub_models: bool = True  # POST /api/model may load Hugging Face ids (from the local cache)
+    open_docs: bool = False  # with api_key set, /docs and /openapi.json need the key too unless this is true
+    finetune_memory_share: float = Field(default=0.8, gt=0, le=1)  # a fine-tune estimated past this share of free memory gets 422
+    max_train_tokens: int = Field(default=1_000_000, ge=2)  # a fine-tune's data_text, in tokens
     max_concurrent_runs: int = Field(default=1, ge=1)  # fine-tune run processes at once
     max_queued_runs: int = Field(default=16, ge=0)  # waiting beyond those; more get 429
     run_memory_mb: int | None = Field(default=None, ge=64)  # address-space cap of each CPU run process (RLIMIT_AS)

@@ -1,15 +1,19 @@
-"""Selection masks: create from clicks and dims, suggest by the outlier rules, export, import."""
+"""Selection masks: create from clicks and dims, suggest by the outlier rules, export, import.
+
+Every mask's size is counted from its parts, after its parameters are checked against the
+model and before any coordinate is listed, and refused past the store's limit. The store
+touches files: it is called from worker threads, never on the event loop.
+"""
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated, Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
-from app.api.deps import MasksDep, ServiceDep
+from app.api.deps import MasksDep, ServiceDep, SettingsDep
 from app.api.mask_store import MaskStore
 from app.api.schemas.common import ERROR_RESPONSES, MODEL_RESPONSES, error
 from app.api.schemas.masks import (
@@ -19,12 +23,18 @@ from app.api.schemas.masks import (
     MasksOut,
     SuggestIn,
     SuggestionOut,
+    UnreadableMaskOut,
 )
 from outlier_core.errors import InputError
 from outlier_core.intervene.corpus import bundled
 from outlier_core.load.models import LoadedModel
 from outlier_core.observe.tensor_stats import WeightRule
-from outlier_core.select.mask_files import from_json, from_safetensors_bytes
+from outlier_core.select.mask_files import (
+    check_stored,
+    from_json,
+    parse_json,
+    read_safetensors,
+)
 from outlier_core.select.mask_rules import (
     RuleConfig,
     extended,
@@ -54,7 +64,11 @@ def _extend(model: LoadedModel, mask_id: str, body: MaskChangeIn, store: MaskSto
     return MaskOut.of(mask_id, mask)
 
 
-def _suggest(model: LoadedModel, body: SuggestIn, store: MaskStore) -> SuggestionOut:
+def _suggest(model: LoadedModel, body: SuggestIn, store: MaskStore, max_tokens: int) -> SuggestionOut:
+    if body.max_tokens > max_tokens:
+        raise InputError("max_tokens", f"is {body.max_tokens}; this server runs at most {max_tokens} tokens")
+    if body.budget > store.limits.coordinates:
+        raise InputError("budget", f"is {body.budget:,}; this server takes masks of at most {store.limits.coordinates:,} parameters")
     config = RuleConfig(
         rules=tuple(body.rules),
         norm_rule=WeightRule(body.norm_rule, body.norm_k),
@@ -67,20 +81,19 @@ def _suggest(model: LoadedModel, body: SuggestIn, store: MaskStore) -> Suggestio
     return SuggestionOut(MaskOut.of(store.add(suggestion.mask), suggestion.mask), suggestion.found, suggestion.budget)
 
 
-def _parse(data: bytes) -> SelectionMask:
-    """A JSON manifest or its .safetensors twin, told apart by their first byte (never pickle)."""
-    if data.lstrip()[:1] == b"{":
-        try:
-            payload = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise InputError("file", f"is not valid JSON ({err})") from err
-        return from_json(payload)
-    return from_safetensors_bytes(data)
-
-
 def _import(model: LoadedModel, data: bytes, name: str | None, store: MaskStore) -> MaskOut:
-    mask = _parse(data)
+    """A JSON manifest or its .safetensors twin, told apart by their first byte (never pickle).
+
+    The parts are checked against the model and the mask's size against the store's limit
+    before a coordinate is listed (the twin's stored coordinates are compared after that)."""
+    if data.lstrip()[:1] == b"{":
+        mask, stored = from_json(parse_json(data, "file")), None
+    else:
+        mask, stored = read_safetensors(data)
     mask.validate(model)
+    mask.check_size(store.limits.coordinates)
+    if stored is not None:
+        check_stored(mask, stored)
     if name is not None:
         mask = mask.renamed(name)
     return MaskOut.of(store.add(mask), mask)
@@ -88,7 +101,12 @@ def _import(model: LoadedModel, data: bytes, name: str | None, store: MaskStore)
 
 @router.get("", response_model=MasksOut, responses=ERROR_RESPONSES)
 async def list_masks(store: MasksDep) -> MasksOut:
-    return MasksOut(masks=[MaskOut.of(mask_id, mask) for mask_id, mask in store.list()])
+    """Newest first; stored masks whose files cannot be read back are listed apart, with the reason."""
+    readable, unreadable = await anyio.to_thread.run_sync(store.list)
+    return MasksOut(
+        masks=[MaskOut.listed(mask_id, summary) for mask_id, summary in readable],
+        unreadable=[UnreadableMaskOut(id=u.id, reason=u.reason) for u in unreadable],
+    )
 
 
 @router.post("", response_model=MaskOut, status_code=201, responses=MODEL_RESPONSES)
@@ -98,9 +116,9 @@ async def create_mask(body: MaskCreateIn, service: ServiceDep, store: MasksDep) 
 
 
 @router.post("/suggest", response_model=SuggestionOut, status_code=201, responses=MODEL_RESPONSES)
-async def suggest(body: SuggestIn, service: ServiceDep, store: MasksDep) -> SuggestionOut:
+async def suggest(body: SuggestIn, service: ServiceDep, store: MasksDep, settings: SettingsDep) -> SuggestionOut:
     """The researcher's outlier rules in priority order, trimmed to the budget, saved as a new mask."""
-    return await service.run(_suggest, body, store)
+    return await service.run(_suggest, body, store, settings.max_tokens)
 
 
 @router.post("/import", response_model=MaskOut, status_code=201, responses=MODEL_RESPONSES)
@@ -117,14 +135,13 @@ async def import_mask(
 @router.get("/{mask_id}", response_model=MaskOut, responses=ERROR_RESPONSES | NOT_FOUND)
 async def get_mask(mask_id: str, store: MasksDep) -> MaskOut:
     """The mask with every part's indices."""
-    mask = store.get(mask_id)
-    return await anyio.to_thread.run_sync(MaskOut.of, mask_id, mask, True)
+    return await anyio.to_thread.run_sync(lambda: MaskOut.of(mask_id, store.get(mask_id), True))
 
 
 @router.post("/{mask_id}/parts", response_model=MaskOut, responses=MODEL_RESPONSES | NOT_FOUND)
 async def add_parts(mask_id: str, body: MaskChangeIn, service: ServiceDep, store: MasksDep) -> MaskOut:
     """Add clicked parts and/or the parameters around activation dims to a mask."""
-    store.get(mask_id)
+    store.summary(mask_id)
     return await service.run(_extend, mask_id, body, store)
 
 
@@ -140,7 +157,7 @@ async def delete_mask(mask_id: str, store: MasksDep) -> None:
 )
 async def export_mask(mask_id: str, store: MasksDep, file_format: Annotated[Literal["json", "safetensors"], Query(alias="format")] = "json") -> Response:
     """Download the JSON manifest or the .safetensors twin (index tensors per parameter)."""
-    mask = store.get(mask_id)
+    mask = await anyio.to_thread.run_sync(store.get, mask_id)
     filename = (re.sub(r"[^A-Za-z0-9._-]+", "-", mask.name).strip("-.") or "mask") + f".{file_format}"
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
     if file_format == "json":

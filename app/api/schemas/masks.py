@@ -1,7 +1,8 @@
 """Selection masks: build from clicks, dims or the outlier rules; export and import.
 
 A mask is answered as its manifest (`outlier_core.select.masks.MaskManifest`) with the
-store's id; listings leave the indices out (`index` null).
+store's id; listings leave the indices out (`index` null) and name the stored masks that
+cannot be read back.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from pydantic import BaseModel, Field
 from app.api.schemas.common import FiniteFloat, Request
 from outlier_core.intervene.corpus import BUNDLED
 from outlier_core.select.mask_rules import ROLES, RULES, Suggestion
-from outlier_core.select.masks import MaskManifest, SelectionMask
+from outlier_core.select.masks import (
+    MaskManifest,
+    MaskSummary,
+    PartManifest,
+    SelectionMask,
+)
 
 Role = Literal[ROLES]  # type: ignore[valid-type]
 RuleName = Literal[RULES]  # type: ignore[valid-type]
@@ -65,9 +71,21 @@ class MaskOut(MaskManifest):
         """The stored mask; listings and changes leave its indices out (null)."""
         return cls(**vars(mask.manifest(with_index)), id=mask_id)
 
+    @classmethod
+    def listed(cls, mask_id: str, summary: MaskSummary) -> MaskOut:
+        """A stored mask as listings show it: its summary, indices null."""
+        parts = tuple(PartManifest(**vars(part)) for part in summary.parts)
+        return cls(**{**vars(summary), "parts": parts}, id=mask_id)
+
+
+class UnreadableMaskOut(BaseModel):
+    id: str
+    reason: str = Field(description="why its files cannot be read back; DELETE removes them")
+
 
 class MasksOut(BaseModel):
     masks: list[MaskOut] = Field(description="newest first; parts without indices")
+    unreadable: list[UnreadableMaskOut] = Field(default=[], description="stored masks whose files cannot be read back, newest first")
 
 
 @dataclass(frozen=True)
