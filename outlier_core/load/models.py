@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -173,23 +174,76 @@ REGISTRY: dict[str, ModelSpec] = {
 }
 
 
-def _hub_or_path_spec(name: str) -> ModelSpec:
-    path = Path(name).expanduser()
-    if not path.exists() and "/" not in name:
-        known = ", ".join(REGISTRY)
+@dataclass(frozen=True)
+class ModelSources:
+    """Which names besides the registry's `resolve_spec` turns into a model."""
+
+    hub: bool = True  # Hugging Face ids
+    local_dirs: tuple[Path, ...] | None = None  # local folders: anywhere (None), or only under these
+
+    @property
+    def cache_only(self) -> bool:
+        """A restricted server reads hub models from the local cache, never from a path that looks like an id."""
+        return self.local_dirs is not None
+
+
+ANY_SOURCE = ModelSources()
+HF_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+
+
+def resolve_spec(name: str, sources: ModelSources = ANY_SOURCE) -> ModelSpec:
+    """The registry's spec, or one for a local folder or a Hugging Face id that `sources` allow.
+
+    Restricted sources answer every refusal with one message that does not depend on what
+    exists on disk (a missing path, a file, a folder outside the allowed ones, `~nobody`).
+    """
+    if name in REGISTRY:
+        return REGISTRY[name]
+    folder = _local_folder(name, sources.local_dirs)
+    if folder is not None:
+        return _source_spec(name, str(folder), cache_only=False)
+    if sources.hub and HF_ID.fullmatch(name) and ".." not in name:
+        return _source_spec(name, name, cache_only=sources.cache_only)
+    known = ", ".join(REGISTRY)
+    if sources.local_dirs is None:
         raise ModelNotAvailable(f"unknown model {name!r}: use one of {known}, a Hugging Face id or a local directory")
+    folders = " or a folder under the server's model directories" if sources.local_dirs else ""
+    hub = ", a Hugging Face id in the server's cache" if sources.hub else ""
+    raise ModelNotAvailable(f"not a model this server loads: use one of {known}{hub}{folders}")
+
+
+def _local_folder(name: str, local_dirs: tuple[Path, ...] | None) -> Path | None:
+    """The path `name` names if it may be loaded: any existing path when `local_dirs` is None,
+    else an absolute path whose real location is a folder under one of them."""
+    try:
+        path = Path(name).expanduser()
+        if local_dirs is None:
+            return path if path.exists() else None
+        if not path.is_absolute():
+            return None
+        real = path.resolve()
+        allowed = any(real.is_relative_to(folder.expanduser().resolve()) for folder in local_dirs)
+        return real if allowed and real.is_dir() else None
+    except (RuntimeError, ValueError, OSError):  # ~nobody, a NUL byte, a name too long for the file system
+        return None
+
+
+def _source_spec(name: str, source: str, cache_only: bool) -> ModelSpec:
+    """A Hugging Face id or a local folder, loaded through transformers. `cache_only`: `source`
+    is an id, read from the local cache alone (a folder of the same name is never looked at)."""
 
     def load(dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        source = str(path) if path.exists() else name
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source)
-            hf = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-        except OSError as err:
+            folder = _cached_snapshot(source) if cache_only else source
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            hf = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        except (OSError, ValueError) as err:
+            log.warning("cannot load %s: %s", name, err)  # the detail names files: the log only
             raise ModelNotAvailable(
-                f"cannot load {name!r}: not a local model directory and not in the Hugging Face "
-                f"cache (the hub is offline; download it first on a connected machine) ({err})"
+                f"cannot load {name!r}: not a model folder transformers reads, and not in the Hugging Face "
+                "cache (the hub is offline; download it first on a connected machine)"
             ) from err
         return hf, tokenizer
 
@@ -197,8 +251,10 @@ def _hub_or_path_spec(name: str) -> ModelSpec:
     return ModelSpec(name, name, f"Hugging Face model {name}", load, norm_offset=1.0 if is_gemma else 0.0)
 
 
-def resolve_spec(name: str) -> ModelSpec:
-    return REGISTRY.get(name) or _hub_or_path_spec(name)
+def _cached_snapshot(repo_id: str) -> str:
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(repo_id, local_files_only=True)
 
 
 def default_device() -> str:
@@ -221,9 +277,9 @@ def parse_dtype(name: str | None, device: str) -> torch.dtype:
     return dtypes[name]
 
 
-def load_model(name: str = DEFAULT_MODEL, device: str | None = None, dtype: str | None = None) -> LoadedModel:
-    """Load a registry model, Hugging Face id or local directory through the bridge."""
-    spec = resolve_spec(name)
+def load_model(name: str = DEFAULT_MODEL, device: str | None = None, dtype: str | None = None, sources: ModelSources = ANY_SOURCE) -> LoadedModel:
+    """Load a registry model, Hugging Face id or local directory (as `sources` allow) through the bridge."""
+    spec = resolve_spec(name, sources)
     device = device or default_device()
     torch_dtype = parse_dtype(dtype, device)
     log.info("loading %s on %s (%s)", name, device, dtype_name(torch_dtype))

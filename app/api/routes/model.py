@@ -17,9 +17,12 @@ from app.api.schemas.model import (
     RegistryEntryOut,
 )
 from outlier_core.errors import InputError
+from app.api.settings import Settings
 from outlier_core.load.models import (
+    ANY_SOURCE,
     REGISTRY,
     ModelNotAvailable,
+    ModelSources,
     dtype_name,
     parse_dtype,
     resolve_spec,
@@ -71,11 +74,22 @@ def _check_device(device: str | None) -> None:
         raise InputError("device", "CUDA is not available on this server")
 
 
+def allowed_sources(settings: Settings, name: str) -> ModelSources:
+    """What a request may load: registry names, Hugging Face ids from the cache (unless the
+    settings say no) and folders under the settings' model directories; the model the server
+    was started with, from wherever the settings name it."""
+    if name == settings.model:
+        return ANY_SOURCE
+    return ModelSources(hub=settings.hub_models, local_dirs=tuple(settings.model_dirs))
+
+
 @router.post("/model", response_model=LoadModelOut, status_code=202, responses=ERROR_RESPONSES | error(409, "a model is already loading"))
-async def load_model(body: LoadModelIn, service: ServiceDep) -> LoadModelOut:
-    """Start loading a model in the background; poll /api/health until `ready`."""
+async def load_model(body: LoadModelIn, service: ServiceDep, settings: SettingsDep) -> LoadModelOut:
+    """Start loading a model in the background; poll /api/health until `ready`. A name the
+    settings do not allow gets one 422, whatever exists on the server's disk."""
+    sources = allowed_sources(settings, body.name)
     try:
-        resolve_spec(body.name)
+        resolve_spec(body.name, sources)
     except ModelNotAvailable as err:
         raise InputError("name", str(err)) from err
     _check_device(body.device)
@@ -83,5 +97,5 @@ async def load_model(body: LoadModelIn, service: ServiceDep) -> LoadModelOut:
         parse_dtype(body.dtype, body.device or "cpu")
     except ValueError as err:
         raise InputError("dtype", str(err)) from err
-    service.start_load(body.name, body.device, body.dtype)
+    service.start_load(body.name, body.device, body.dtype, sources)
     return LoadModelOut(name=body.name)

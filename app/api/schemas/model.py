@@ -48,7 +48,7 @@ class ModelsOut(BaseModel):
 
 
 class LoadModelIn(Request):
-    name: str = Field(min_length=1, description="registry name, Hugging Face id (from the local cache) or local directory")
+    name: str = Field(min_length=1, max_length=1024, description="registry name, Hugging Face id (from the local cache) or a folder under the server's model directories")
     device: str | None = Field(default=None, description="cpu, cuda, cuda:N; default cuda when present")
     dtype: str | None = Field(default=None, description="float32, bfloat16 or float16; default bf16 on CUDA, fp32 on CPU")
 
