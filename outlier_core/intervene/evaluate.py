@@ -8,13 +8,21 @@ change the weights for every row, so then each arm gets its own pass.
 
 Perplexity is exp(mean next-token NLL) over every position after the first, from one
 forward pass when the text fits the context.
+
+A long evaluation text is scored window by window, and a caller may hold the model for one
+window at a time: `plan_evaluation` checks the request and scores the prompt,
+`score_window` scores one window, `finish` puts the result together (`evaluate_encoded`
+does all three). The evaluation text is capped in tokens before any pass runs, and a
+`should_stop` callable is polled between windows and at every layer of every pass: when it
+answers true the work stops with `Cancelled`, weights and hooks restored.
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Annotated, Callable, Sequence
+from typing import Annotated, Callable, Iterator, Sequence
 
 import torch
 from pydantic import Field
@@ -39,9 +47,9 @@ from outlier_core.intervene.weight_edits import (
     edited,
     resolve_edits,
 )
-from outlier_core.load.model_cache import ModelCache
+from outlier_core.load.model_cache import ModelCache, state_token
 from outlier_core.load.models import LoadedModel
-from outlier_core.load.sites import site_width
+from outlier_core.load.sites import hook_name, site_width
 from outlier_core.load.tokens import Encoded, encode
 from outlier_core.observe.capture import Scan, scan_encoded
 from outlier_core.observe.tensor_stats import WeightRule, weight_outlier_mask
@@ -50,6 +58,31 @@ log = logging.getLogger(__name__)
 
 LOGITS_HOOK = "unembed.hook_out"  # (B, T, V); fires even when the forward returns nothing
 _baselines = ModelCache(size=64)
+
+ShouldStop = Callable[[], bool]  # polled between windows and layers; true stops the evaluation
+
+
+class Cancelled(Exception):
+    """The caller's `should_stop` answered true: the evaluation stopped where it was."""
+
+
+class ModelChanged(Exception):
+    """The model changed between two windows of one evaluation (a swap, a run's deltas)."""
+
+
+@contextmanager
+def stoppable(model: LoadedModel, should_stop: ShouldStop | None) -> Iterator[None]:
+    """Forward passes inside the block raise `Cancelled` at the next layer once `should_stop()` is true."""
+    if should_stop is None:
+        yield
+        return
+
+    def check(x: torch.Tensor, *, hook) -> None:
+        if should_stop():
+            raise Cancelled("the evaluation was stopped")
+
+    with model.bridge.hooks(fwd_hooks=[(hook_name("resid_pre", layer), check) for layer in range(model.n_layers)]):
+        yield
 
 
 @dataclass(frozen=True)
@@ -159,16 +192,20 @@ def _loss(scores: Sequence[_RowScore]) -> Loss:
     return Loss(sum(s.nll_sum for s in scores) / n, n)
 
 
-def eval_windows(model: LoadedModel, corpus: Corpus, prepend_bos: bool, window: int | None = None) -> list[torch.Tensor]:
+def eval_windows(model: LoadedModel, corpus: Corpus, prepend_bos: bool, window: int | None = None, max_tokens: int | None = None) -> list[torch.Tensor]:
     """The evaluation text as (1, T) id rows: one row when it fits `window` (default: the context).
 
-    Passages are tokenized one by one and rejoined by a blank line, so a text longer than the
-    context (or than `max_tokens` of one encode) still goes through the one tokenization path.
+    Passages are tokenized one by one (as `tokens.encode` does, BOS left to the rows) and
+    rejoined by a blank line, so a text longer than the context still goes through one
+    tokenization path. Past `max_tokens` tokens the text is refused, as soon as a passage
+    crosses the limit.
     """
     window = min(window or model.n_ctx, model.n_ctx)
     stream: list[int] = []
     for i, passage in enumerate(corpus.passages):
-        stream.extend(encode(model, passage if i == 0 else "\n\n" + passage, prepend_bos=False).ids[0].tolist())
+        stream.extend(model.tokenizer(passage if i == 0 else "\n\n" + passage, add_special_tokens=False).input_ids)
+        if max_tokens is not None and len(stream) > max_tokens:
+            raise InputError("eval_text", f"is more than {max_tokens} tokens long; this server scores at most {max_tokens}")
     body = window - 1 if prepend_bos else window
     if len(stream) > body:
         dropped = len(stream) % body
@@ -179,7 +216,7 @@ def eval_windows(model: LoadedModel, corpus: Corpus, prepend_bos: bool, window: 
     rows = [stream[i:i + body] for i in range(0, len(stream), body)]
     if prepend_bos:
         rows = [[model.bos_token_id, *row] for row in rows]
-    if len(rows[0]) < 2:
+    if not rows or len(rows[0]) < 2:
         raise InputError("eval_text", "needs at least two tokens to score")
     return [torch.tensor([row], device=model.device) for row in rows]
 
@@ -289,6 +326,32 @@ def evaluate(
     )
 
 
+Arm = tuple[Sequence[Intervention], Sequence[Target]]  # activation interventions, resolved weight edits
+
+
+@dataclass(frozen=True, eq=False)
+class Evaluation:
+    """A checked request with its prompt scored: what the windows and the result need."""
+
+    prompt: Encoded
+    arms: tuple[Arm, Arm]  # intervened, control
+    means: dict[str, ReferenceMeans]
+    windows: tuple[torch.Tensor, ...]  # (1, T) each; none when the prompt is the evaluation text
+    top_k: int
+    eval_source: str
+    on_prompt: Arms
+    top_k_predictions: TopK
+    layers: tuple[LayerEffect, ...]
+    state: int  # the model's state token once planned: a window of another state is refused
+
+
+@dataclass(frozen=True)
+class WindowScores:
+    baseline: _RowScore
+    intervened: _RowScore
+    control: _RowScore
+
+
 def evaluate_encoded(
     model: LoadedModel,
     prompt: Encoded,
@@ -300,42 +363,98 @@ def evaluate_encoded(
     top_k: int = 5,
     seed: int = 0,
     eval_window: int | None = None,
+    max_eval_tokens: int | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> InterventionResult:
-    """`evaluate` on an encoded prompt. Every input is checked here, once, before any forward pass:
-    a refusal names the entry at fault (`interventions[i].<field>`, `weights[i].<field>`), or
-    `position` for a position the evaluation text is too short for."""
+    """`evaluate` on an encoded prompt: `plan_evaluation`, every window, `finish`."""
+    evaluation = plan_evaluation(
+        model, prompt, interventions, weight_edits, eval_text=eval_text, means_corpus=means_corpus,
+        top_k=top_k, seed=seed, eval_window=eval_window, max_eval_tokens=max_eval_tokens, should_stop=should_stop,
+    )
+    return finish(evaluation, [score_window(model, evaluation, i, should_stop) for i in range(len(evaluation.windows))])
+
+
+def plan_evaluation(
+    model: LoadedModel,
+    prompt: Encoded,
+    interventions: Sequence[Intervention] = (),
+    weight_edits: Sequence[WeightEdit] = (),
+    *,
+    eval_text: Corpus | None = None,
+    means_corpus: Corpus | None = None,
+    top_k: int = 5,
+    seed: int = 0,
+    eval_window: int | None = None,
+    max_eval_tokens: int | None = None,
+    should_stop: ShouldStop | None = None,
+) -> Evaluation:
+    """Every input checked here, once, before any forward pass: a refusal names the entry at
+    fault (`interventions[i].<field>`, `weights[i].<field>`), `position` for a position the
+    evaluation text is too short for, or `eval_text` past `max_eval_tokens`. Then the prompt's
+    three arms are scored and the control coordinates drawn."""
     interventions = tuple(interventions)
     seq_len = prompt.ids.shape[1]
     _check_request(model, interventions, weight_edits, top_k, seq_len)
     targets = resolve_edits(model, weight_edits)
-    windows = eval_windows(model, eval_text, prompt.prepend_bos, eval_window) if eval_text else []
+    windows = eval_windows(model, eval_text, prompt.prepend_bos, eval_window, max_eval_tokens) if eval_text else []
     shortest = min([seq_len, *(w.shape[1] for w in windows)])
     for iv in interventions:
         iv.check_positions(shortest)
-    means = _means_for(model, interventions, means_corpus, prompt.prepend_bos)
+    with stoppable(model, should_stop):
+        means = _means_for(model, interventions, means_corpus, prompt.prepend_bos)
+        scan_before, base_score = _prompt_baseline(model, prompt, top_k)
+        generator = torch.Generator().manual_seed(seed)
+        control_ivs = control_interventions(model, interventions, scan_before, shortest, generator)
+        control_targets = control_weight_edits(targets, generator)
+        arms = ((interventions, targets), (control_ivs, control_targets))
+        scan_after, prompt_scores = _arm_scores(model, prompt.ids, arms, means, top_k, prompt)
+    return Evaluation(
+        prompt=prompt,
+        arms=arms,
+        means=means,
+        windows=tuple(windows),
+        top_k=top_k,
+        eval_source=eval_text.name if eval_text else "prompt",
+        on_prompt=Arms(_loss([base_score]), _loss(prompt_scores[:1]), _loss(prompt_scores[1:])),
+        top_k_predictions=TopK(base_score.top, prompt_scores[0].top),
+        layers=_layer_effects(scan_before, scan_after),
+        state=state_token(model),
+    )
 
-    scan_before, base_score = _prompt_baseline(model, prompt, top_k)
-    generator = torch.Generator().manual_seed(seed)
-    control_ivs = control_interventions(model, interventions, scan_before, shortest, generator)
-    control_targets = control_weight_edits(targets, generator)
-    arms = ((interventions, targets), (control_ivs, control_targets))
-    scan_after, prompt_scores = _arm_scores(model, prompt.ids, arms, means, top_k, prompt)
-    on_prompt = Arms(_loss([base_score]), _loss(prompt_scores[:1]), _loss(prompt_scores[1:]))
-    scored = _window_arms(model, windows, arms, means, top_k) if windows else on_prompt
+
+def score_window(model: LoadedModel, evaluation: Evaluation, i: int, should_stop: ShouldStop | None = None) -> WindowScores:
+    """The three arms on window `i` of the evaluation text; the model must be as it was planned."""
+    if should_stop is not None and should_stop():
+        raise Cancelled("the evaluation was stopped")
+    if state_token(model) != evaluation.state:
+        raise ModelChanged("the model changed while the evaluation ran")
+    window = evaluation.windows[i]
+    with stoppable(model, should_stop):
+        baseline = _window_baseline(model, window, evaluation.top_k)
+        _, (intervened, control) = _arm_scores(model, window, evaluation.arms, evaluation.means, evaluation.top_k)
+    return WindowScores(baseline, intervened, control)
+
+
+def finish(evaluation: Evaluation, windows: Sequence[WindowScores]) -> InterventionResult:
+    """The result: scored on the windows when there are any, else on the prompt."""
+    scored = evaluation.on_prompt
+    if windows:
+        scored = Arms(_loss([w.baseline for w in windows]), _loss([w.intervened for w in windows]), _loss([w.control for w in windows]))
+    (interventions, targets), (control_ivs, control_targets) = evaluation.arms
     return InterventionResult(
         scored.baseline,
         scored.intervened,
         scored.control,
-        prompt=on_prompt,
-        eval_source=eval_text.name if eval_text else "prompt",
-        prepend_bos=prompt.prepend_bos,
-        tokens=prompt.tokens,
-        interventions=interventions,
+        prompt=evaluation.on_prompt,
+        eval_source=evaluation.eval_source,
+        prepend_bos=evaluation.prompt.prepend_bos,
+        tokens=evaluation.prompt.tokens,
+        interventions=tuple(interventions),
         weight_edits=tuple(edit for _, edit in targets),
-        control_interventions=control_ivs,
+        control_interventions=tuple(control_ivs),
         control_weight_edits=tuple(edit for _, edit in control_targets),
-        top_k=TopK(base_score.top, prompt_scores[0].top),
-        layers=_layer_effects(scan_before, scan_after),
+        top_k=evaluation.top_k_predictions,
+        layers=evaluation.layers,
     )
 
 
@@ -354,16 +473,3 @@ def _layer_effects(before: Scan, after: Scan) -> tuple[LayerEffect, ...]:
         LayerEffect(b.layer, b.max_abs, a.max_abs, sb, sa)
         for b, a, sb, sa in zip(before.layers, after.layers, before.sink_share, after.sink_share)
     )
-
-
-def _window_arms(
-    model: LoadedModel,
-    windows: list[torch.Tensor],
-    arms: tuple[tuple[Sequence[Intervention], Sequence[Target]], ...],
-    means: dict[str, ReferenceMeans],
-    top_k: int,
-) -> Arms:
-    """The three arms scored over the evaluation text's windows together."""
-    baseline = _loss([_window_baseline(model, w, top_k) for w in windows])
-    window_arms = [_arm_scores(model, w, arms, means, top_k)[1] for w in windows]
-    return Arms(baseline, _loss([s[0] for s in window_arms]), _loss([s[1] for s in window_arms]))
