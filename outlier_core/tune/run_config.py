@@ -14,20 +14,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from outlier_core.contract import to_json, write_json
 from outlier_core.errors import InputError
 from outlier_core.intervene.corpus import BUNDLED, Corpus, from_text
+from outlier_core.tune.tracking import TRACKERS, Tracker
 from outlier_core.tune.train_data import TrainConfig, load_corpus
 
 CONFIG_FILE = "run_config.json"
 UPLOADED_TEXT = "your text"  # the data's name when the text came inline (an upload)
-
-Tracker = Literal["tensorboard", "wandb", "mlflow"]
-TRACKERS: tuple[str, ...] = get_args(Tracker)
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ class StopSignal:
 
 def train_run(config: RunConfig, folder: Path, world: World, status: StatusWriter, should_stop) -> dict:
     """Load, check, train, write: the comparison as JSON values."""
-    from outlier_core.load.models import load_model
+    from outlier_core.load.models import ModelNotAvailable, load_model
     from outlier_core.select.mask_files import load_mask
     from outlier_core.tune.comparison import StepReport, plan_comparison, run_comparison
     from outlier_core.tune.tracking import open_tracker
@@ -81,7 +81,9 @@ def train_run(config: RunConfig, folder: Path, world: World, status: StatusWrite
     status.update(phase="loading the model")
     try:
         model = load_model(config.model, device=world.device(config.device), dtype=config.dtype)
-    except ValueError as err:
+    except ModelNotAvailable as err:
+        raise InputError("model", str(err)) from err
+    except ValueError as err:  # the one a load raises for a dtype it does not know
         raise InputError("dtype", str(err)) from err
     stop()
     mask = load_mask(config.mask_path(folder))

@@ -162,17 +162,18 @@ def follow(
     last = read_status(run.folder)
     if last is not None and last.updated != seen:
         report(last)
-    return ending(run.folder, run.returncode, killed_on_cancel=kill_at == float("inf"))
+    killed = kill_at == float("inf")
+    return ending(run.folder, run.returncode, asked_to_stop=kill_at is not None, killed=killed)
 
 
-def ending(folder: Path, returncode: int | None, killed_on_cancel: bool = False) -> RunStatus:
+def ending(folder: Path, returncode: int | None, asked_to_stop: bool = False, killed: bool = False) -> RunStatus:
     """How a run that is no longer running ended: its own last word when it had one, else
-    what its exit and its log say."""
+    what its exit and its log say (a run asked to stop before it could say so was cancelled)."""
     status = read_status(folder) or RunStatus("running")
     if status.ended:
         return status
-    if killed_on_cancel:
-        return replace(status, state="cancelled", error="it did not stop in time and was killed")
+    if asked_to_stop:
+        return replace(status, state="cancelled", error="it did not stop in time and was killed" if killed else None)
     return replace(status, state="failed", error=death_message(folder, returncode))
 
 
@@ -239,7 +240,7 @@ def job_ending(folder: Path, final: RunStatus) -> dict:
             raise JobFailed("the run reported done but wrote no result.json")
         return result
     if final.state == "cancelled":
-        raise JobStopped(final.error)
+        raise JobStopped(final.error) if final.error else JobStopped()
     raise JobFailed(final.error or "the run failed without saying why")
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from outlier_core.errors import InputError
 
 TRACKING_DIR = "tracking"
+Tracker = Literal["tensorboard", "wandb", "mlflow"]
+TRACKERS: tuple[str, ...] = get_args(Tracker)
 
 
 def open_tracker(kind: str, folder: Path, run_name: str, config: dict) -> Any:
@@ -23,8 +25,8 @@ def open_tracker(kind: str, folder: Path, run_name: str, config: dict) -> Any:
     from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
 
     available = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available, "mlflow": is_mlflow_available}
-    if kind not in available:
-        raise InputError("track", f"unknown tracker {kind!r}; choose from {', '.join(available)}")
+    if kind not in TRACKERS:
+        raise InputError("track", f"unknown tracker {kind!r}; choose from {', '.join(TRACKERS)}")
     if not available[kind]():
         raise InputError("track", f"{kind} is not installed here (pip install {kind})")
     where = (folder / TRACKING_DIR).resolve()
