@@ -19,7 +19,14 @@ from dash import Input, Output, State, ctx, dcc, html, no_update
 from app.ui import ids
 from app.ui.client import ApiClient, ApiProblem
 from app.ui.components import CLIENT_ATTRIBUTE, api, problem_box, user_action
-from app.ui.state import DEFAULT_PROMPT, PRESET_LABELS, PRESETS, deltas_line
+from app.ui.state import (
+    DEFAULT_PROMPT,
+    PRESET_LABELS,
+    PRESETS,
+    deltas_line,
+    describe_intervention,
+    split_fitting,
+)
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"  # DESIGN.md: Dash static assets at the repository root
 PAGES = Path(__file__).resolve().parent / "pages"
@@ -87,7 +94,7 @@ def _shell() -> html.Div:
         dcc.Store(id=ids.SCAN, storage_type="memory"),
         dcc.Store(id=ids.SELECTED, storage_type="session"),
         dcc.Store(id=ids.INTERVENTIONS, storage_type="session", data=[]),
-        dcc.Store(id=ids.EFFECT, storage_type="memory"),
+        dcc.Store(id=ids.EFFECT, storage_type="session"),  # results survive a reload without a re-run
         dcc.Store(id=ids.MASK, storage_type="session"),
         dcc.Store(id=ids.JOB, storage_type="session"),
         html.Header([
@@ -162,13 +169,6 @@ def fetch_vocab(health: dict | None, vocab: dict | None):
         return no_update  # the banner and the pages say what is wrong; the next change of health tries again
 
 
-@dash.callback(Output(ids.EFFECT, "data", allow_duplicate=True), Input(ids.MODEL, "data"), prevent_initial_call=True)
-def forget_effect(_model: dict | None) -> None:
-    """An intervention's numbers belong to the model they were computed on: another model, or
-    deltas switched on or off, leave the stack in place and drop its stale result."""
-    return None
-
-
 @dash.callback(
     Output(ids.DELTAS_BAR, "hidden"), Output(ids.DELTAS_TEXT, "children"), Output(ids.DELTAS_TOGGLE, "children"), Output(ids.DELTAS_CONTROLS, "hidden"),
     Input(ids.HEALTH, "data"),
@@ -209,9 +209,9 @@ def changed_deltas(client: ApiClient, action: str, deltas: dict) -> dict | None:
     return client.merge_deltas()["applied"]
 
 
-@dash.callback(Output(ids.PROMPT_TEXT, "value"), Output(ids.PROMPT_BOS, "value"), Input(ids.PROMPT_PRESET, "value"), State(ids.PROMPT, "data"))
+@dash.callback(Output(ids.PROMPT_TEXT, "value"), Output(ids.PROMPT_BOS, "value"), Input(ids.PROMPT_PRESET, "value"), Input(ids.PROMPT, "data"))
 def fill_prompt(preset: str | None, prompt: dict | None):
-    """A preset fills the box; on page load the box shows the tab's stored prompt."""
+    """A preset fills the box; on page load, and whenever the prompt changes (a shared link), the box shows the tab's prompt."""
     if ctx.triggered_id == ids.PROMPT_PRESET and preset:
         return PRESETS[preset], no_update
     prompt = prompt or DEFAULT_PROMPT
@@ -231,3 +231,43 @@ def set_prompt(_clicks: int, bos: list[str], text: str | None, current: dict | N
     if prompt == current:
         return no_update, ""
     return prompt, ""
+
+
+@dash.callback(
+    Output(ids.INTERVENTIONS, "data", allow_duplicate=True), Output(ids.SELECTED, "data", allow_duplicate=True),
+    Output(ids.PROMPT_INFO, "children", allow_duplicate=True),
+    Input(ids.PROMPT, "data"), Input(ids.MODEL, "data"), State(ids.INTERVENTIONS, "data"), State(ids.SELECTED, "data"),
+    prevent_initial_call=True,
+)
+def fit_to_prompt(prompt: dict | None, model: dict | None, stack: list[dict] | None, selected: dict | None):
+    """After a new prompt or model, the interventions and the selected coordinate that no longer fit
+    are dropped, and the prompt bar says which: nothing is left behind to fail."""
+    if not model or not prompt:
+        return no_update, no_update, no_update
+    try:
+        tokens = api().tokenize(prompt["text"], prompt["prepend_bos"])["tokens"]
+    except ApiProblem as problem:
+        return no_update, no_update, problem_box(problem, "read the prompt")
+    fits, dropped = split_fitting(stack or [], len(tokens), model["n_layers"])
+    moved = fitted_selection(selected, tokens, model["n_layers"])
+    notice = dropped_notice(dropped, selected if moved is None and selected else None, len(tokens))
+    return (fits if dropped else no_update), (moved if moved != selected else no_update), notice or no_update
+
+
+def fitted_selection(selected: dict | None, tokens: list[str], n_layers: int) -> dict | None:
+    """The selected coordinate on the new prompt (its token read again), or None when it does not fit."""
+    if not selected:
+        return None
+    if selected["position"] >= len(tokens) or selected["layer"] >= n_layers:
+        return None
+    return {**selected, "token": tokens[selected["position"]], "value": None}
+
+
+def dropped_notice(dropped: list[dict], lost_selection: dict | None, n_tokens: int) -> html.Div | None:
+    if not dropped and not lost_selection:
+        return None
+    lines = [html.Li(describe_intervention(item)) for item in dropped]
+    if lost_selection:
+        lines.append(html.Li(f"the selected coordinate (layer {lost_selection['layer']}, position {lost_selection['position']}, dim {lost_selection['dim']})"))
+    lead = f"The prompt has {n_tokens} tokens on this model; dropped what no longer fits it:"
+    return html.Div([lead, html.Ul(lines, className="stack")], className="message message-input", id="prompt-dropped", role="status")

@@ -106,6 +106,10 @@ class ApiClient:
 
     # ---- activations and attention ----
 
+    def tokenize(self, text: str, prepend_bos: bool) -> dict:
+        """The prompt's pieces, without a forward pass: which positions exist."""
+        return self._call("POST", "/api/tokenize", json={"text": text, "prepend_bos": prepend_bos}, timeout=QUICK_TIMEOUT_S * 6)
+
     def scan(self, text: str, prepend_bos: bool, site: str = "resid_post", top_k: int = 3, rule: str | None = None) -> dict:
         """`rule`: a massive-activation rule of the vocabulary, sent as its thresholds; None leaves the API's default."""
         body = {"text": text, "prepend_bos": prepend_bos, "site": site, "top_k": top_k}

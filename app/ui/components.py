@@ -8,6 +8,7 @@ import dash
 from dash import ctx, dcc, html
 
 from app.ui.client import ApiClient, ApiProblem
+from app.ui.state import split_fitting
 
 CLIENT_ATTRIBUTE = "outlier_lab_client"
 
@@ -97,3 +98,10 @@ def mask_line(mask: dict) -> str:
     count, parts, share = mask["count"], len(mask["parts"]), mask["share"]
     percent = f"{share:.4%}" if share >= 1e-5 else f"{share * 100:.1e}%"
     return f"{mask['name']}: {count:,} parameter{'s' * (count != 1)} ({percent} of the model) in {parts} part{'s' * (parts != 1)}"
+
+
+def fitting_stack(prompt: dict, model: dict, stack: list[dict]) -> list[dict]:
+    """The interventions of the stack that fit the prompt and the model; the shell drops the others
+    from the stack and says so. Raises ApiProblem."""
+    n_tokens = len(api().tokenize(prompt["text"], prompt["prepend_bos"])["tokens"])
+    return split_fitting(stack, n_tokens, model["n_layers"])[0]

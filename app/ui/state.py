@@ -136,6 +136,30 @@ def stack_intervention(stack: list[dict], item: dict) -> list[dict]:
     return [old for old in stack if not _same_coordinate(old, item)] + [item]
 
 
+def split_fitting(stack: list[dict], n_tokens: int, n_layers: int) -> tuple[list[dict], list[dict]]:
+    """(the interventions that fit a prompt of n_tokens on a model of n_layers, those that do not)."""
+    fits = [item for item in stack if item["position"] < n_tokens and item["layer"] < n_layers]
+    return fits, [item for item in stack if item not in fits]
+
+
+def effect_record(prompt: dict, model: dict | None, stack: list[dict], eval_source: str | None, result: dict) -> dict:
+    """An /api/intervene answer as the EFFECT store keeps it: with everything it was computed from."""
+    return {"key": prompt_key(prompt), "model": model_key(model) if model else None, "stack": stack, "eval": eval_source, "result": result}
+
+
+def effect_belongs(effect: dict | None, prompt: dict, stack: list[dict] | None, model: dict | None = None) -> bool:
+    """Whether stored intervention results were computed on this prompt with exactly this stack
+    (and on this model, when one is given: another model, or deltas switched on or off, make them stale)."""
+    if not (effect and stack and effect["key"] == prompt_key(prompt) and effect.get("stack", stack) == stack):
+        return False
+    return model is None or effect.get("model") == model_key(model)
+
+
+def effect_is_current(effect: dict | None, prompt: dict, model: dict, stack: list[dict], eval_source: str) -> bool:
+    """`effect_belongs` on this model, against this perplexity source: nothing to recompute."""
+    return effect_belongs(effect, prompt, stack, model) and effect.get("eval") == eval_source
+
+
 def describe_intervention(item: dict) -> str:
     action = {"zero": "zero", "mean": "mean-replace", "scale": f"scale ×{item.get('value')}", "set": f"set to {item.get('value')}"}[item["mode"]]
     return f"L{item['layer']} {item['site']} pos {item['position']} dim {item['dim']}: {action}"

@@ -16,11 +16,12 @@ from app.api.routes import (
     masks,
     model,
     scan,
+    tokenize,
     vocab,
     weights,
 )
 
 api_router = APIRouter(prefix="/api")
 api_router.include_router(health.router)
-for module in (vocab, model, deltas, scan, activations, attention, weights, layer_weights, intervene, masks, jobs):
+for module in (vocab, model, deltas, scan, tokenize, activations, attention, weights, layer_weights, intervene, masks, jobs):
     api_router.include_router(module.router, dependencies=[Depends(require_api_key)])

@@ -18,7 +18,7 @@ from app.ui.components import (
     problem_box,
     spinner,
 )
-from app.ui.state import cached_scan, describe_intervention, prompt_key
+from app.ui.state import cached_scan, describe_intervention, effect_belongs
 
 dash.register_page(__name__, path="/attention", name="Attention", order=2, title="Outlier Lab · Attention")
 
@@ -118,6 +118,6 @@ def show_sinks(prompt: dict, model: dict | None, effect: dict | None, cached: di
         scan = cached_scan(cached, prompt, model) or api().scan(prompt["text"], prompt["prepend_bos"])  # the sink does not depend on the site or rule
     except ApiProblem as problem:
         return figures.empty_figure(problem.message), figures.empty_figure("")
-    after = [e["sink_share_after"] for e in effect["result"]["layers"]] if stack and effect and effect["key"] == prompt_key(prompt) else None
+    after = [e["sink_share_after"] for e in effect["result"]["layers"]] if effect_belongs(effect, prompt, stack, model) else None
     title = "Sink share per layer" + (" — before and after the interventions" if after else "")
     return figures.sink_curve(scan["sink_share"], after, title), figures.head_sink_heatmap(scan["head_sink_share"])

@@ -4,16 +4,17 @@ scale or set it and watch perplexity, the next token, later layers and the sink 
 from __future__ import annotations
 
 import dash
-from dash import Input, Output, State, ctx, dcc, html, no_update
+from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 
 from app.ui import figures, ids
-from app.ui.client import ApiProblem
+from app.ui.client import ApiClient, ApiProblem
 from app.ui.components import (
     WAITING,
     add_to_mask,
     api,
     card,
     chosen_only,
+    fitting_stack,
     labelled,
     layer_marks,
     mask_line,
@@ -27,6 +28,9 @@ from app.ui.state import (
     DEFAULT_SITE,
     coordinate_from_click,
     describe_intervention,
+    effect_belongs,
+    effect_is_current,
+    effect_record,
     format_perplexity,
     format_value,
     intervention_for,
@@ -44,6 +48,7 @@ dash.register_page(__name__, path="/layer", name="Layer explorer", order=1, titl
 SEED = "lx-seed"  # the coordinate a link asked for (/layer?layer=11&position=0&dim=507)
 MATRIX = "lx-matrix"  # the heatmap's data, to map a click back to a coordinate
 VIEWS = {"top": "largest dims", "block": "all dims, pooled"}
+DROP = "lx-drop"  # pattern id {"type": DROP, "index": i}: the button removing one item of the stack
 MODE_BUTTONS = {ids.LX_ZERO: "zero", ids.LX_MEAN: "mean", ids.LX_SCALE: "scale", ids.LX_SET: "set"}
 
 
@@ -183,9 +188,11 @@ def show_selected(selected: dict | None, _seed: dict):
     Input(ids.LX_ZERO, "n_clicks"), Input(ids.LX_MEAN, "n_clicks"), Input(ids.LX_SCALE, "n_clicks"), Input(ids.LX_SET, "n_clicks"), Input(ids.LX_RESET, "n_clicks"),
     Input(ids.LX_EVAL, "value"),
     State(ids.SELECTED, "data"), State(ids.LX_VALUE, "value"), State(ids.INTERVENTIONS, "data"), State(ids.PROMPT, "data"), State(ids.EFFECT, "data"),
+    State(ids.MODEL, "data"),
     prevent_initial_call=True,
 )
-def intervene(_z, _m, _s, _t, _r, eval_source: str, selected: dict | None, value: float | None, stack: list[dict] | None, prompt: dict, effect: dict | None):
+def intervene(_z, _m, _s, _t, _r, eval_source: str, selected: dict | None, value: float | None, stack: list[dict] | None, prompt: dict, effect: dict | None,
+              model: dict | None = None):
     trigger = user_action()
     if trigger is None:
         return no_update, no_update, no_update
@@ -195,10 +202,49 @@ def intervene(_z, _m, _s, _t, _r, eval_source: str, selected: dict | None, value
     if refusal or not stack:  # nothing to evaluate: a refused press, or a new evaluation source before any intervention
         return no_update, no_update, refusal
     try:
-        result = api().intervene(prompt["text"], prompt["prepend_bos"], stack, eval_corpus=None if eval_source == "prompt" else eval_source)
+        result = evaluate(api(), prompt, stack, eval_source)
     except ApiProblem as problem:
         return no_update, no_update, problem_box(problem, "run the intervention")
-    return stack, {"key": prompt_key(prompt), "result": result}, None
+    return stack, effect_record(prompt, model, stack, eval_source, result), None
+
+
+def evaluate(client: ApiClient, prompt: dict, stack: list[dict], eval_source: str) -> dict:
+    return client.intervene(prompt["text"], prompt["prepend_bos"], stack, eval_corpus=None if eval_source == "prompt" else eval_source)
+
+
+@dash.callback(
+    Output(ids.EFFECT, "data", allow_duplicate=True), Output(ids.LX_INTERVENE_MESSAGE, "children", allow_duplicate=True),
+    Input(ids.PROMPT, "data"), Input(ids.MODEL, "data"), Input(ids.INTERVENTIONS, "data"), Input(SEED, "data"),
+    State(ids.LX_EVAL, "value"), State(ids.EFFECT, "data"),
+    prevent_initial_call=True,
+)
+def refresh_effect(prompt: dict, model: dict | None, stack: list[dict] | None, _seed: dict, eval_source: str, effect: dict | None):
+    """Results always belong to the prompt and model shown: after a change of either, or of the stack
+    from elsewhere, what still fits is evaluated again. A reload finds its results current and calls nothing."""
+    if not model or not stack:
+        return (None if effect else no_update), no_update
+    client = api()
+    try:
+        fits = fitting_stack(prompt, model, stack)
+        if effect_is_current(effect, prompt, model, fits, eval_source):
+            return no_update, no_update
+        result = evaluate(client, prompt, fits, eval_source) if fits else None
+    except ApiProblem as problem:
+        return None, problem_box(problem, "run the interventions on this prompt")
+    return (effect_record(prompt, model, fits, eval_source, result) if result else None), None
+
+
+@dash.callback(
+    Output(ids.INTERVENTIONS, "data", allow_duplicate=True),
+    Input({"type": DROP, "index": ALL}, "n_clicks"), State(ids.INTERVENTIONS, "data"),
+    prevent_initial_call=True,
+)
+def drop_intervention(_clicks: list[int], stack: list[dict] | None):
+    """One item off the stack; the rest is evaluated again."""
+    target = user_action()
+    if not isinstance(target, dict) or not stack or target["index"] >= len(stack):
+        return no_update
+    return stack[:target["index"]] + stack[target["index"] + 1:]
 
 
 def stacked(trigger: str, selected: dict | None, value: float | None, stack: list[dict]) -> tuple[list[dict], html.Div | None]:
@@ -226,11 +272,12 @@ def predictions_table(result: dict) -> html.Div:
 
 @dash.callback(
     Output(ids.LX_PPL, "children"), Output(ids.LX_EFFECT_CURVE, "figure"), Output(ids.LX_EFFECT_SINK, "figure"), Output(ids.LX_PREDICTIONS, "children"), Output(ids.LX_STACK, "children"),
-    Input(ids.EFFECT, "data"), Input(ids.INTERVENTIONS, "data"), Input(SEED, "data"), State(ids.PROMPT, "data"),
+    Input(ids.EFFECT, "data"), Input(ids.INTERVENTIONS, "data"), Input(SEED, "data"), Input(ids.PROMPT, "data"), Input(ids.MODEL, "data"),
 )
-def show_effect(effect: dict | None, stack: list[dict] | None, _seed: dict, prompt: dict):
+def show_effect(effect: dict | None, stack: list[dict] | None, _seed: dict, prompt: dict, model: dict | None = None):
+    """Results only next to the prompt, stack and model they were computed from."""
     listed = stack_view(stack)
-    if not effect or not stack or effect["key"] != prompt_key(prompt):
+    if not effect_belongs(effect, prompt, stack, model):
         return None, figures.empty_figure("Intervene to compare layers before and after."), figures.empty_figure(""), None, listed
     result = effect["result"]
     return effect_numbers(result), figures.effect_curve(result["layers"]), sink_effect(result), predictions_table(result), listed
@@ -239,7 +286,10 @@ def show_effect(effect: dict | None, stack: list[dict] | None, _seed: dict, prom
 def stack_view(stack: list[dict] | None) -> html.Ul | html.Div:
     if not stack:
         return note("No interventions yet: pick a cell, then press a button.")
-    return html.Ul([html.Li(describe_intervention(item)) for item in stack], className="stack")
+    return html.Ul([
+        html.Li([describe_intervention(item), html.Button("×", id={"type": DROP, "index": i}, className="drop", n_clicks=0, title="remove this intervention")])
+        for i, item in enumerate(stack)
+    ], className="stack")
 
 
 def effect_numbers(result: dict) -> html.Div:
