@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import JobsDep, MasksDep, ServiceDep, SettingsDep
 from app.api.errors import ApiError
+from app.api.finetune_budget import check_budget
 from app.api.mask_store import MaskStore
 from app.api.schemas.common import ERROR_RESPONSES, MODEL_RESPONSES, error
 from app.api.schemas.jobs import FinetuneIn, JobsOut, RunsOut
@@ -69,6 +70,7 @@ def _submit(model: LoadedModel, body: FinetuneIn, store: MaskStore, runner: JobR
         World(size=processes).check_batch(config.batch_size, int(data.train.shape[0]))
     except InputError as err:
         raise InputError("processes", err.reason) from err
+    check_budget(model, body, mask, config, data, processes, settings)  # text in tokens, the largest run's memory
     run = RunConfig(
         model=model.name, mask=INPUT_MASK, baselines=tuple(dict.fromkeys(body.baselines)), train=config,
         data=None if body.data_text is not None else body.data, data_text=body.data_text,
@@ -88,7 +90,7 @@ def _submit(model: LoadedModel, body: FinetuneIn, store: MaskStore, runner: JobR
 async def start_finetune(body: FinetuneIn, service: ServiceDep, store: MasksDep, runner: JobsDep, settings: SettingsDep) -> JobStatus:
     """Queue a fine-tune of the mask's coordinates and the chosen baselines, as a run process of
     its own; poll /api/jobs/{id}."""
-    store.get(body.mask_id)
+    store.summary(body.mask_id)  # 404 without reading the mask's files on the event loop
     return await service.run(_submit, body, store, runner, settings)
 
 
@@ -108,7 +110,10 @@ async def job_status(job_id: str, runner: JobsDep) -> JobStatus:
 async def job_result(job_id: str, runner: JobsDep) -> JSONResponse:
     """The comparison a finished job wrote: config, data, base evaluation, every run."""
     status = _job(runner, job_id)
-    result = await anyio.to_thread.run_sync(runner.result, job_id)
+    try:
+        result = await anyio.to_thread.run_sync(runner.result, job_id)
+    except ValueError as err:  # not JSON, or not UTF-8: a file cut short or emptied
+        raise ApiError(409, f"job_id: the result of job {job_id} cannot be read back (result.json is empty or truncated)", "job_id") from err
     if result is None:
         raise ApiError(409, f"job_id: job {job_id} is {status.state}; it has no result", "job_id")
     return JSONResponse(result)  # written from a Comparison: served as stored, not parsed into one and back
