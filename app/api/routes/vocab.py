@@ -45,7 +45,7 @@ MASK_RULE_LABELS = {
     "attention_reads": "attention columns reading outlier features",
     "ffn_reads": "MLP columns reading outlier features",
 }
-METHOD_LABELS = {"mask": "the selection mask", "random": "random mask, same size", "ln": "LN-only", "lora": "LoRA, same budget", "full": "full fine-tune"}
+METHOD_LABELS = {"mask": "the selection mask", "random": "random mask, same size", "ln": "LN-only", "ln_top": "LN, top entries within the budget", "shira": "SHiRA (peft), same budget", "lora": "LoRA, same budget", "full": "full fine-tune"}
 
 # site_width reads the model's two widths; handed their names, it answers with the name of the one a site has.
 _WIDTH_NAMES = SimpleNamespace(d_model="d_model", d_mlp="d_mlp")

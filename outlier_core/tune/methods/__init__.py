@@ -19,12 +19,14 @@ _MODULES = {  # name -> module in this package
     "mask": "mask",
     "random": "random_mask",
     "ln": "layer_norms",
+    "ln_top": "layer_norm_top",
+    "shira": "shira",
     "lora": "lora",
     "full": "full",
 }
 METHODS = tuple(_MODULES)
 BASELINES = METHODS[1:]  # what a comparison may train beside the mask
-COORDINATE_METHODS = ("mask", "random", "ln")  # their runs save a mask and sparse deltas (values + indices)
+COORDINATE_METHODS = ("mask", "random", "ln", "ln_top")  # their runs save a mask and sparse deltas (values + indices)
 
 
 def get_method(name: str, field: str = "baseline") -> TuningMethod:
