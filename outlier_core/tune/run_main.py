@@ -28,18 +28,10 @@ from outlier_core.contract import finite, to_json, write_atomic
 from outlier_core.errors import InputError
 from outlier_core.tune.distributed import World, leave, world_from_env
 from outlier_core.tune.run_config import RunConfig, config_json, read_config
-from outlier_core.tune.run_status import RESULT_FILE, StatusWriter
+from outlier_core.tune.run_status import MEMORY_ENV, MEMORY_SIGNS, RESULT_FILE, StatusWriter, memory_cap_message
 from outlier_core.tune.training import Cancelled, stop_check
 
 log = logging.getLogger("outlier_core.tune.run")
-
-MEMORY_ENV = "OUTLIER_LAB_RUN_MEMORY_MB"
-MEMORY_SIGNS = ("MemoryError", "can't allocate memory", "Cannot allocate memory", "failed to map segment", "std::bad_alloc")
-
-
-def memory_cap_message(mb: int) -> str:
-    return f"run exceeded its memory cap of {mb} MB ({MEMORY_ENV})"
-
 
 def cap_memory() -> int | None:
     """Apply the per-run cap the launcher passed (MB of address space, RLIMIT_AS) to this

@@ -29,8 +29,7 @@ from outlier_core.contract import write_atomic
 from outlier_core.load.models import default_device
 from outlier_core.tune.jobs import JobContext, JobDetached, JobFailed, JobStatus, JobStopped
 from outlier_core.tune.run_config import CONFIG_FILE, RunConfig, write_config
-from outlier_core.tune.run_main import MEMORY_ENV, MEMORY_SIGNS, memory_cap_message
-from outlier_core.tune.run_status import LOG_FILE, RunStatus, log_tail, read_result, read_status
+from outlier_core.tune.run_status import LOG_FILE, MEMORY_ENV, MEMORY_SIGNS, RunStatus, log_tail, memory_cap_message, read_result, read_status
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,9 @@ LOG_FILE = "run.log"
 RESULT_FILE = "result.json"
 WRITE_EVERY_S = 0.25
 
+MEMORY_ENV = "OUTLIER_LAB_RUN_MEMORY_MB"  # the per-run memory cap, passed from the launcher to the run
+MEMORY_SIGNS = ("MemoryError", "can't allocate memory", "Cannot allocate memory", "failed to map segment", "std::bad_alloc")
+
 RunState = Literal["running", "done", "failed", "cancelled"]
 ENDED: tuple[RunState, ...] = ("done", "failed", "cancelled")
 
@@ -94,3 +97,6 @@ def log_tail(folder: str | Path, lines: int = 20, max_chars: int = 3000) -> str:
         return ""
     return "\n".join(text.splitlines()[-lines:])[-max_chars:]
 
+
+def memory_cap_message(mb: int) -> str:
+    return f"run exceeded its memory cap of {mb} MB ({MEMORY_ENV})"

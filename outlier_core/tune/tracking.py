@@ -1,9 +1,10 @@
 """A run's curves and results in TensorBoard, Weights & Biases or MLflow, through accelerate's
 tracker classes (`accelerate.tracking`), offline: everything lands in FOLDER/tracking/.
 
-Only the main rank opens a tracker. accelerate's trackers ask its `PartialState` whether they
-run on the main process, which would set up accelerate's own distributed state beside ours;
-the one rank that holds a tracker says so itself (`main_process_only = False`).
+Only the main rank opens a tracker, so it says so itself (`main_process_only = False`)
+rather than have accelerate ask every call. accelerate's logging still wants its
+`PartialState`, which joins the process group a launcher already set up (it starts none
+of its own when one exists).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ TRACKERS: tuple[str, ...] = get_args(Tracker)
 
 def open_tracker(kind: str, folder: Path, run_name: str, config: dict) -> Any:
     """A started `accelerate.tracking.GeneralTracker` writing under FOLDER/tracking, its config stored."""
-    from accelerate import tracking
+    from accelerate import PartialState, tracking
     from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
 
     available = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available, "mlflow": is_mlflow_available}
@@ -29,6 +30,7 @@ def open_tracker(kind: str, folder: Path, run_name: str, config: dict) -> Any:
         raise InputError("track", f"unknown tracker {kind!r}; choose from {', '.join(TRACKERS)}")
     if not available[kind]():
         raise InputError("track", f"{kind} is not installed here (pip install {kind})")
+    PartialState()
     where = (folder / TRACKING_DIR).resolve()
     where.mkdir(parents=True, exist_ok=True)
     if kind == "tensorboard":

@@ -1,0 +1,94 @@
+"""Runs over several processes and several runs at once: 2-process data parallel (gloo on
+the CPU) against one process, two runs through a local Ray, a TensorBoard tracker."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from outlier_core.load.models import LoadedModel
+from outlier_core.select.masks import SelectionMask
+from outlier_core.tune import train_data
+from outlier_core.tune.comparison import compare
+from outlier_core.tune.executor import run_many
+from outlier_core.tune.run_config import RunConfig
+from outlier_core.tune.run_process import RunProcess, follow
+from outlier_core.tune.train_data import TrainConfig
+
+DOWN = "model.layers.1.mlp.down_proj.weight"
+
+
+def write_mask(tiny: LoadedModel, folder: Path) -> SelectionMask:
+    mask = SelectionMask.empty(tiny, "m").add(tiny, DOWN, "rows", [3, 5], "click")
+    mask.save(folder / "input_mask.json")
+    return mask
+
+
+def method_files(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.glob("*/*") if p.parent.name in ("mask", "lora")}
+
+
+def test_two_processes_train_what_one_process_does_at_the_same_global_batch(tiny: LoadedModel, tmp_path: Path) -> None:
+    two, one = tmp_path / "two", tmp_path / "one"
+    two.mkdir()
+    mask = write_mask(tiny, two)
+    train = TrainConfig(steps=3, batch_size=4, seq_len=16)
+    config = RunConfig(model="tiny-random", mask="input_mask.safetensors", baselines=("lora",), train=train, data="code", device="cpu", processes=2)
+    final = follow(RunProcess.launch(two, config), lambda status: None)
+    assert final.state == "done", final.error
+    log = (two / "run.log").read_text()
+    assert "[rank 0]" in log and "[rank 1]" in log
+
+    data = train_data.make_data(tiny, train_data.load_corpus("code"), train)
+    reference = compare(tiny, mask, ("lora",), data, train, one)  # the same run in one process, in this one
+    parallel = json.loads((two / "comparison.json").read_text())
+    for ours, theirs in zip(reference.runs, parallel["runs"], strict=True):
+        assert theirs["method"] == ours.method and theirs["trainable"] == ours.trainable
+        assert theirs["train_loss"] == pytest.approx(list(ours.train_loss), rel=1e-5)
+        assert theirs["eval_after"]["loss"] == pytest.approx(ours.eval_after.loss, rel=1e-5)
+        deltas, expected = load_file(two / ours.method / "deltas.safetensors"), load_file(one / ours.method / "deltas.safetensors")
+        assert deltas.keys() == expected.keys()
+        assert all(torch.allclose(deltas[k], expected[k], atol=1e-6) for k in deltas)
+    assert method_files(two) == method_files(one) and method_files(one) >= {"mask/deltas.safetensors", "lora/deltas.safetensors"}
+    assert {"comparison.json", "result.json", "status.json", "run_config.json"} <= {p.name for p in two.iterdir()}
+
+
+def test_a_batch_that_does_not_split_over_the_processes_is_refused(tiny: LoadedModel, tmp_path: Path) -> None:
+    write_mask(tiny, tmp_path)
+    config = RunConfig(model="tiny-random", mask="input_mask.safetensors", train=TrainConfig(steps=1, batch_size=3, seq_len=16), data="code", device="cpu", processes=2)
+    final = follow(RunProcess.launch(tmp_path, config), lambda status: None)
+    assert final.state == "failed" and final.field == "batch_size" and "2 processes" in final.error
+
+
+def test_two_runs_through_a_local_ray(tiny: LoadedModel, tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    write_mask(tiny, tmp_path)
+    base = RunConfig(model="tiny-random", mask=str(tmp_path / "input_mask.safetensors"), train=TrainConfig(steps=2, batch_size=2, seq_len=16), data="code", device="cpu")
+    runs = [(replace(base, train=replace(base.train, seed=seed)), tmp_path / f"seed{seed}") for seed in (0, 1)]
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        outcomes = run_many(runs)
+    finally:
+        ray.shutdown()
+    assert [(o.folder, o.state) for o in outcomes] == [(str(folder), "done") for _, folder in runs]
+    losses = [json.loads((folder / "result.json").read_text())["runs"][0]["train_loss"] for _, folder in runs]
+    assert losses[0] != losses[1]  # each run trained its own seed
+
+
+def test_a_tensorboard_tracker_records_the_curve(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from outlier_core.tune.tracking import open_tracker
+
+    tracker = open_tracker("tensorboard", tmp_path, "run", {"model": "tiny-random", "train": {"lr": 1e-3, "steps": 2}, "track": None})
+    for step, loss in enumerate((2.5, 2.0), start=1):
+        tracker.log({"mask/train_loss": loss}, step=step)
+    tracker.finish()
+    events = EventAccumulator(str(tmp_path / "tracking" / "run")).Reload()
+    assert [(e.step, e.value) for e in events.Scalars("mask/train_loss")] == [(1, 2.5), (2, 2.0)]
