@@ -4,7 +4,7 @@ Model work runs in a worker thread, one call at a time: an async limiter of one 
 queues requests in arrival order without holding threads, and a thread lock guards the
 model against anything outside the request path (a model swap waits for the pass in
 flight). Health and job status read plain attributes and never touch either, so they
-answer during a forward pass. Fine-tune jobs train a copy of their own (`load_like`).
+answer during a forward pass. Fine-tune jobs are run processes that load a copy of their own.
 
 The served model may carry one fine-tune run's deltas (`outlier_core.tune.applied_run`):
 attached, switched and merged under the same lock as any model work, dropped with the
@@ -30,7 +30,6 @@ from outlier_core.load.models import (
     ANY_SOURCE,
     LoadedModel,
     ModelSources,
-    dtype_name,
     load_model,
 )
 from outlier_core.select.masks import model_shapes
@@ -50,11 +49,6 @@ class ModelStatus:
     @property
     def ready(self) -> bool:
         return self.model is not None and self.loading is None
-
-
-def load_like(model: LoadedModel) -> LoadedModel:
-    """A separate instance of `model` (same name, device and dtype), for work that trains it."""
-    return load_model(model.name, device=model.device, dtype=dtype_name(model.dtype))
 
 
 class ModelService:

@@ -2,7 +2,7 @@
 
 The served model carries at most one run. Attaching and switching run under the model
 lock like any forward pass; reading the state does not wait for it. Fine-tune jobs train
-a fresh copy of the model (`load_like`), never the one carrying these deltas.
+a fresh copy of the model in a run process of their own, never the one carrying these deltas.
 """
 
 from __future__ import annotations
