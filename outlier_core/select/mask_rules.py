@@ -84,9 +84,13 @@ def norm_parameters(model: LoadedModel, shapes: Shapes | None = None) -> list[tu
 
 
 def dim_parts(
-    model: LoadedModel, layer: int, dim: int, roles: tuple[str, ...] = ROLES, source: str | None = None, shapes: Shapes | None = None
+    model: LoadedModel, layer: int, dim: int, roles: tuple[str, ...] = ROLES, source: str | None = None, shapes: Shapes | None = None,
+    norms: list[tuple[str, int]] | None = None,
 ) -> list[MaskPart]:
-    """The parameters of block `layer` that scale, read or write residual dim `dim` (see module doc)."""
+    """The parameters of block `layer` that scale, read or write residual dim `dim` (see module doc).
+
+    `shapes`, `norms`: the model's `model_shapes` and `norm_parameters`, when the caller has them.
+    """
     check_layer(model, layer)
     if not 0 <= dim < model.d_model:
         raise InputError("dim", f"{dim} is out of range; the model has dims 0..{model.d_model - 1}")
@@ -94,11 +98,12 @@ def dim_parts(
     if unknown or not roles:
         raise InputError("roles", f"choose from {', '.join(ROLES)}")
     shapes = model_shapes(model)[0] if shapes is None else shapes
+    norms = norm_parameters(model, shapes) if norms is None else norms
     prefix = _layer_prefix(shapes)
     source = source or f"dim {dim} at layer {layer}"
     parts = []
     if "norm" in roles:
-        parts += [make_part(n, "entries", [[dim]], f"{source}: norm scale", shapes[n]) for n, l in norm_parameters(model, shapes) if l == layer]
+        parts += [make_part(n, "entries", [[dim]], f"{source}: norm scale", shapes[n]) for n, l in norms if l == layer]
     if "reads" in roles:
         for suffix in ATTENTION_READS + MLP_READS:
             name = _block_param(shapes, prefix, layer, suffix)
@@ -112,20 +117,43 @@ def dim_parts(
     return parts
 
 
+def dims_count(model: LoadedModel, dims: Sequence[tuple[int, int]], roles: tuple[str, ...] = ROLES, shapes: Shapes | None = None) -> int:
+    """Distinct coordinates the parts around `dims` select together, without building them.
+
+    Distinct dims of one block select disjoint norm entries, columns and rows, so per block
+    the count is its number of distinct dims times what one dim selects there. Pairs out of
+    range are left for `dim_parts` to refuse.
+    """
+    shapes = model_shapes(model)[0] if shapes is None else shapes
+    by_layer: dict[int, set[int]] = {}
+    for layer, dim in dims:
+        if 0 <= layer < model.n_layers and 0 <= dim < model.d_model:
+            by_layer.setdefault(layer, set()).add(dim)
+    per_dim = {layer: sum(p.size(shapes[p.parameter]) for p in dim_parts(model, layer, 0, roles, shapes=shapes)) for layer in by_layer}
+    return sum(len(found) * per_dim[layer] for layer, found in by_layer.items())
+
+
 def extended(
     model: LoadedModel,
     mask: SelectionMask,
     parts: Sequence[tuple[str, str, Any, str]] = (),
     dims: Sequence[tuple[int, int]] = (),
     roles: tuple[str, ...] = ROLES,
+    max_count: int | None = None,
 ) -> SelectionMask:
     """`mask` with clicked parts `(parameter, kind, index, source)` and the parts around each
     `(layer, dim)` added; the mask and every addition are checked against `model` once.
 
-    A refusal names the entry at fault: `parts[i].<field>` or `dims[i].<field>`.
+    A refusal names the entry at fault: `parts[i].<field>` or `dims[i].<field>`; or `dims`,
+    before any part is built, when the dims alone select more than `max_count` coordinates.
     """
     shapes, total = model_shapes(model)
     mask.validate(model, (shapes, total))
+    if max_count is not None and dims:
+        n = dims_count(model, dims, roles, shapes)
+        if n > max_count:
+            raise InputError("dims", f"select {n:,} parameters; this server takes masks of at most {max_count:,}")
+    norms = norm_parameters(model, shapes)
     added: list[MaskPart] = []
     for i, (parameter, kind, index, source) in enumerate(parts):
         if parameter not in shapes:
@@ -133,7 +161,7 @@ def extended(
         added.append(make_part(parameter, kind, index, source, shapes[parameter], f"parts[{i}]"))
     for i, (layer, dim) in enumerate(dims):
         with within(f"dims[{i}]"):
-            added += dim_parts(model, layer, dim, roles, shapes=shapes)
+            added += dim_parts(model, layer, dim, roles, shapes=shapes, norms=norms)
     return mask.with_parts(added, shapes)
 
 

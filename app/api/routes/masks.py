@@ -48,18 +48,19 @@ router = APIRouter(prefix="/masks", tags=["masks"])
 NOT_FOUND = error(404, "no such mask")
 
 
-def _changed(model: LoadedModel, mask: SelectionMask, change: MaskChangeIn) -> SelectionMask:
+def _changed(model: LoadedModel, mask: SelectionMask, change: MaskChangeIn, store: MaskStore) -> SelectionMask:
     parts = [(p.parameter, p.kind, p.index, p.source) for p in change.parts]
-    return extended(model, mask, parts, [(d.layer, d.dim) for d in change.dims], tuple(change.roles))
+    dims = [(d.layer, d.dim) for d in change.dims]
+    return extended(model, mask, parts, dims, tuple(change.roles), max_count=store.limits.coordinates)
 
 
 def _create(model: LoadedModel, body: MaskCreateIn, store: MaskStore) -> MaskOut:
-    mask = _changed(model, SelectionMask.empty(model, body.name), body)
+    mask = _changed(model, SelectionMask.empty(model, body.name), body, store)
     return MaskOut.of(store.add(mask), mask)
 
 
 def _extend(model: LoadedModel, mask_id: str, body: MaskChangeIn, store: MaskStore) -> MaskOut:
-    mask = _changed(model, store.get(mask_id), body)
+    mask = _changed(model, store.get(mask_id), body, store)
     store.replace(mask_id, mask)
     return MaskOut.of(mask_id, mask)
 
