@@ -177,8 +177,9 @@ class ApiClient:
     # ---- fine-tune jobs ----
 
     def start_finetune(self, mask_id: str, baselines: list[str], steps: int, lr: float, data: str = "prose", data_text: str | None = None,
-                       checkpoint: str = "auto") -> dict:
-        body = {"mask_id": mask_id, "baselines": baselines, "steps": steps, "lr": lr, "data": data, "data_text": data_text, "checkpoint": checkpoint}
+                       checkpoint: str = "auto", processes: int | None = None) -> dict:
+        body = {"mask_id": mask_id, "baselines": baselines, "steps": steps, "lr": lr, "data": data, "data_text": data_text, "checkpoint": checkpoint,
+                "processes": processes}
         return self._call("POST", "/api/finetune", json=body)
 
     def job(self, job_id: str) -> dict:

@@ -48,6 +48,8 @@ def layout(**_query) -> html.Div:
                  labelled("Data", dcc.RadioItems(id=ids.FT_DATA, options=[{"label": v, "value": k} for k, v in DATA.items()], value="prose")),
                  labelled("Recompute activations", dcc.RadioItems(id=ids.FT_CHECKPOINT, options=[{"label": v, "value": k} for k, v in CHECKPOINT.items()], value="auto"),
                           "in the backward pass: less memory, slower steps"),
+                 labelled("Processes", dcc.Input(id=ids.FT_PROCESSES, type="number", value=None, min=1, max=64, step=1, placeholder="auto"),
+                          "data-parallel run processes; empty: one per GPU, one on CPU"),
              ], className="controls"),
              dcc.Upload(id=ids.FT_UPLOAD, children=html.Div("Drop a UTF-8 text file (passages split at blank lines), or click to choose"), className="upload"),
              html.Div(id=ids.FT_UPLOAD_NAME, className="hint"),
@@ -100,16 +102,17 @@ def _uploaded_text(contents: str | None) -> str | None:
     Input(ids.FT_START, "n_clicks"), Input(ids.FT_CANCEL, "n_clicks"),
     State(ids.MASK, "data"), State(ids.FT_BASELINES, "value"), State(ids.FT_STEPS, "value"), State(ids.FT_LR, "value"),
     State(ids.FT_DATA, "value"), State(ids.FT_UPLOAD, "contents"), State(ids.FT_CHECKPOINT, "value"), State(ids.JOB, "data"),
+    State(ids.FT_PROCESSES, "value"),
     prevent_initial_call=True,
 )
 def start_or_cancel(_s, _c, mask: dict | None, baselines: list[str], steps: int | None, lr: float | None, data: str, contents: str | None,
-                    checkpoint: str, job: dict | None):
+                    checkpoint: str, job: dict | None, processes: int | None = None):
     action = user_action()
     if action is None:
         return no_update, no_update
     if action == ids.FT_CANCEL:
         return no_update, cancelled(job)
-    return started(mask, baselines, steps, lr, data, contents, checkpoint)
+    return started(mask, baselines, steps, lr, data, contents, checkpoint, processes)
 
 
 def cancelled(job: dict | None) -> html.Div:
@@ -123,7 +126,8 @@ def cancelled(job: dict | None) -> html.Div:
     return note(f"Cancel asked: the job is {status['state']}; a running job stops at its next step.")
 
 
-def started(mask: dict | None, baselines: list[str], steps: int | None, lr: float | None, data: str, contents: str | None, checkpoint: str) -> tuple:
+def started(mask: dict | None, baselines: list[str], steps: int | None, lr: float | None, data: str, contents: str | None, checkpoint: str,
+            processes: int | None = None) -> tuple:
     """(the job to follow, what happened) after the start button, or (no_update, why not)."""
     if not mask:
         return no_update, problem_box("Build or pick a mask on the Selection page first.")
@@ -134,7 +138,7 @@ def started(mask: dict | None, baselines: list[str], steps: int | None, lr: floa
         return no_update, problem_box("data: choose a UTF-8 text file first")
     try:
         status = api().start_finetune(mask["id"], baselines or [], int(steps), float(lr), data="prose" if data == "upload" else data, data_text=text,
-                                      checkpoint=checkpoint)
+                                      checkpoint=checkpoint, processes=int(processes) if processes else None)
     except ApiProblem as problem:
         return no_update, problem_box(problem, "start the fine-tune")
     return {"id": status["id"]}, note(f"Started job {status['id']}; its progress follows below.", "ok")
