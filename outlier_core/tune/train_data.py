@@ -4,6 +4,10 @@ Data is the bundled corpus (`prose`, `code`), a text file, or a JSONL file of te
 packed into blocks of BOS + (seq_len - 1) tokens; a seeded share of the blocks is held out
 for evaluation, and the training batches are drawn in seeded epochs, so every method of a
 comparison sees the same batches.
+
+Task data (`task_data`: a bundled task, prompt/completion or chat rows) trains with the
+loss on the completion tokens only: its rows, padded to the longest, come with labels, and
+`load_data` routes a source to one path or the other (`is_task`).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal, get_args
+from typing import Iterator, Literal, Union, get_args
 
 import torch
 from pydantic import ConfigDict
@@ -27,6 +31,7 @@ from outlier_core.intervene.corpus import (
     from_file,
 )
 from outlier_core.load.models import LoadedModel
+from outlier_core.tune.task_data import BUNDLED_TASKS, IGNORE_INDEX, TaskData, load_task, tokenize
 
 Checkpoint = Literal["auto", "on", "off"]
 CHECKPOINT_CHOICES = get_args(Checkpoint)
@@ -122,10 +127,20 @@ class TokenData:
     train: torch.Tensor  # (N_train, S) int64, each block starts with BOS
     held_out: torch.Tensor  # (N_eval, S)
     source: str
+    train_labels: torch.Tensor | None = None  # (N_train, S): task data's completion ids, IGNORE_INDEX elsewhere; None: every next token
+    held_out_labels: torch.Tensor | None = None  # (N_eval, S)
 
     @property
     def summary(self) -> DataSummary:
         return DataSummary(self.source, int(self.train.shape[1]), int(self.train.shape[0]), int(self.held_out.shape[0]))
+
+    @property
+    def scan_block(self) -> torch.Tensor:
+        """The first held-out block for an outlier scan (S',): a task row without its padding."""
+        if self.held_out_labels is None:
+            return self.held_out[0]
+        end = int(torch.nonzero(self.held_out_labels[0] != IGNORE_INDEX).max()) + 1
+        return self.held_out[0, :end]
 
 
 def make_data(model: LoadedModel, corpus: Corpus, config: TrainConfig) -> TokenData:
@@ -148,7 +163,10 @@ def make_data(model: LoadedModel, corpus: Corpus, config: TrainConfig) -> TokenD
     return TokenData(blocks[order[n_eval:]], blocks[order[:n_eval]], corpus.name)
 
 
-def batches(data: TokenData, config: TrainConfig) -> Iterator[torch.Tensor]:
+Batch = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]  # ids (B, S), or task data's (ids, labels)
+
+
+def batches(data: TokenData, config: TrainConfig) -> Iterator[Batch]:
     """The training batches in order: seeded epochs over the train blocks, the same for every method."""
     generator = torch.Generator().manual_seed(config.seed)
     size = min(config.batch_size, data.train.shape[0])
@@ -156,5 +174,43 @@ def batches(data: TokenData, config: TrainConfig) -> Iterator[torch.Tensor]:
     for _ in range(config.steps):
         while len(order) < size:
             order += torch.randperm(data.train.shape[0], generator=generator).tolist()
-        yield data.train[order[:size]]  # (B, S)
+        rows = order[:size]
+        yield data.train[rows] if data.train_labels is None else (data.train[rows], data.train_labels[rows])  # (B, S) each
         order = order[size:]
+
+
+def make_task_data(model: LoadedModel, task: TaskData, config: TrainConfig) -> TokenData:
+    """Task rows, BOS first, right-padded to the longest row (seq_len sizes packed text only),
+    labelled on their completion tokens; at most `max_eval_blocks` held-out rows."""
+    held_out = task.held_out[: config.max_eval_blocks]
+    tokens = tokenize(model, task.train + held_out)  # one length for both splits
+    n = len(task.train)
+    return TokenData(tokens.input_ids[:n], tokens.input_ids[n:], task.name, tokens.labels[:n], tokens.labels[n:])
+
+
+def is_task(source: str | None) -> bool:
+    """Whether `source` is task data: a bundled task, a .json file or a `save_to_disk` folder,
+    or a JSONL file whose first row is an object with "prompt" or "messages"."""
+    if source is None:
+        return False
+    if source in BUNDLED_TASKS:
+        return True
+    path = Path(source).expanduser()
+    if path.is_dir() or path.suffix == ".json":
+        return True
+    if path.suffix != ".jsonl" or not path.is_file():
+        return False
+    with path.open(encoding="utf-8", errors="replace") as f:
+        first = next((line for line in f if line.strip()), "")
+    try:
+        row = json.loads(first)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(row, dict) and ("prompt" in row or "messages" in row)
+
+
+def load_data(model: LoadedModel, source: str | None, config: TrainConfig, field_name: str = "data") -> TokenData:
+    """Task data (`is_task`) as labelled rows, anything else as packed text blocks."""
+    if is_task(source):
+        return make_task_data(model, load_task(source, model.tokenizer, config.eval_fraction, config.seed, field_name), config)
+    return make_data(model, load_corpus(source, field_name), config)

@@ -18,17 +18,16 @@ import torch
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from outlier_core.contract import write_json
-from outlier_core.intervene.loss import lm_loss
 from outlier_core.load.models import LoadedModel
 from outlier_core.load.tokens import Encoded
 from outlier_core.select.masks import SelectionMask
 from outlier_core.tune.checkpointing import block_checkpointing, checkpoints_blocks
 from outlier_core.tune.distributed import SINGLE, World
-from outlier_core.tune.evaluation import RunLoss, held_out_loss
+from outlier_core.tune.evaluation import RunLoss, batch_loss, held_out_loss
 from outlier_core.tune.memory import PeakMemory
 from outlier_core.tune.methods.base import Tuning, TuningMethod
 from outlier_core.tune.snapshot import OutlierSnapshot, outlier_snapshot
-from outlier_core.tune.train_data import TokenData, TrainConfig, batches
+from outlier_core.tune.train_data import Batch, TokenData, TrainConfig, batches
 
 
 class Cancelled(Exception):
@@ -86,7 +85,7 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
 def train(
     model: LoadedModel,
     tuning: Tuning,
-    steps: Iterator[torch.Tensor],
+    steps: Iterator[Batch],
     config: TrainConfig,
     lr: float,
     report: Callable[[int, float, float], None],
@@ -113,9 +112,10 @@ def train(
     for step, batch in enumerate(steps, start=1):
         if world.any(should_stop()):
             raise Cancelled(tuple(losses))
+        batch, labels = batch if isinstance(batch, tuple) else (batch, None)  # task data brings its completion labels
         ids = world.shard(batch)  # (B / N, S)
         with lean_backward():
-            loss = lm_loss(model, ids)
+            loss = batch_loss(model, ids, None if labels is None else world.shard(labels))
             if not torch.isfinite(loss):
                 raise RuntimeError(f"training diverged at step {step} (loss {loss.item()}); lower the learning rate")
             loss.backward()
@@ -177,7 +177,7 @@ def run_method(
                 losses, state_bytes, tokens, seconds = train(model, tuning, batches(data, config), config, lr, report, should_stop, lean, world)
             for p in tuning.parameters():
                 p.requires_grad_(False)
-            eval_after = held_out_loss(model, data.held_out, config.batch_size, stop_check(should_stop, world, losses))
+            eval_after = held_out_loss(model, data.held_out, config.batch_size, stop_check(should_stop, world, losses), data.held_out_labels)
             outliers_after = outlier_snapshot(model, scan_prompt)
             trainable, changed = tuning.trainable, tuning.changed()
             deltas = None
