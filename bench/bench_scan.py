@@ -4,7 +4,7 @@ Budget (DESIGN.md): a scan (every layer's resid_post summary + every layer's att
 sink share) costs at most 1.25x a plain HF forward. Timings alternate between the two so
 that machine load affects both alike; medians are reported.
 
-    .venv/bin/python bench/bench_scan.py [--repeats 7]
+    .venv/bin/python bench/bench_scan.py [--repeats 7] [--device cuda]   (CUDA: the model's default dtype, bf16)
 """
 
 from __future__ import annotations
@@ -42,15 +42,16 @@ def plain_hf(attn_implementation: str) -> torch.nn.Module:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_grad_enabled(False)
-    model = load_model("smollm2-135m", device="cpu")
-    references = {name: plain_hf(name) for name in ("sdpa", "eager")}
+    model = load_model("smollm2-135m", device=args.device)
+    references = {name: plain_hf(name).to(model.device, model.dtype) for name in ("sdpa", "eager")}
     ids_all = [model.bos_token_id] + model.tokenizer(PARAGRAPH * 40, add_special_tokens=False).input_ids
     rows = []
     for n_tokens in (128, 512):
-        ids = torch.tensor([ids_all[:n_tokens]])
+        ids = torch.tensor([ids_all[:n_tokens]], device=model.device)
         encoded = Encoded(ids, tuple(model.tokenizer.decode([i]) for i in ids[0].tolist()), True)
         runs = {"scan": lambda: scan_encoded(model, encoded)}
         runs |= {f"hf_{name}": (lambda hf=hf: hf(ids)) for name, hf in references.items()}
@@ -59,9 +60,10 @@ def main() -> None:
         samples: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(args.repeats):
             for name, fn in runs.items():
-                samples[name].append(timed(fn))
+                samples[name].append(timed(fn, model.device))
         medians = {name: statistics.median(values) for name, values in samples.items()}
         rows.append((n_tokens, medians))
+    log.info("smollm2-135m on %s (%s)", model.device, str(model.dtype).removeprefix("torch."))
     log.info("%6s %10s %12s %12s %16s %16s", "tokens", "scan s", "hf sdpa s", "hf eager s", "scan/hf sdpa", "scan/hf eager")
     for n_tokens, m in rows:
         log.info(
