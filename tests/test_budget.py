@@ -15,7 +15,7 @@ from outlier_core.tune.budget import (
     RunMemory,
     available_memory,
     check_fits,
-    check_tokens,
+    check_text,
     finetune_memory,
     run_memory,
     trained_parameters,
@@ -62,11 +62,11 @@ def test_a_run_past_the_share_is_refused_naming_what_drives_it() -> None:
 
 
 def test_training_text_is_capped_in_tokens(tiny: LoadedModel) -> None:
-    data = make_data(tiny, bundled("prose"), TrainConfig())
-    n = int(data.train.numel() + data.held_out.numel())
-    check_tokens(data, n, "data_text")
+    text = bundled("prose").text
+    n = len(tiny.tokenizer(text, add_special_tokens=False).input_ids)
+    check_text(tiny, text, n, "data_text")
     with pytest.raises(InputError) as refused:
-        check_tokens(data, n - 1, "data_text")
+        check_text(tiny, text, n - 1, "data_text")
     assert refused.value.field == "data_text"
 
 

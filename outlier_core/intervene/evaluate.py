@@ -50,6 +50,7 @@ from outlier_core.intervene.weight_edits import (
 from outlier_core.load.model_cache import ModelCache, state_token
 from outlier_core.load.models import LoadedModel
 from outlier_core.load.sites import hook_name, site_width
+from outlier_core.load.token_limits import longer_than
 from outlier_core.load.tokens import Encoded, encode
 from outlier_core.observe.capture import Scan, scan_encoded
 from outlier_core.observe.tensor_stats import WeightRule, weight_outlier_mask
@@ -197,15 +198,18 @@ def eval_windows(model: LoadedModel, corpus: Corpus, prepend_bos: bool, window: 
 
     Passages are tokenized one by one (as `tokens.encode` does, BOS left to the rows) and
     rejoined by a blank line, so a text longer than the context still goes through one
-    tokenization path. Past `max_tokens` tokens the text is refused, as soon as a passage
-    crosses the limit.
+    tokenization path. Past `max_tokens` tokens the text is refused, before most of it is
+    tokenized.
     """
     window = min(window or model.n_ctx, model.n_ctx)
+    too_long = InputError("eval_text", f"is more than {max_tokens} tokens long; this server scores at most {max_tokens}")
+    if max_tokens is not None and longer_than(model, corpus.text, max_tokens):  # from a prefix: megabytes are refused at once
+        raise too_long
     stream: list[int] = []
     for i, passage in enumerate(corpus.passages):
         stream.extend(model.tokenizer(passage if i == 0 else "\n\n" + passage, add_special_tokens=False).input_ids)
         if max_tokens is not None and len(stream) > max_tokens:
-            raise InputError("eval_text", f"is more than {max_tokens} tokens long; this server scores at most {max_tokens}")
+            raise too_long
     body = window - 1 if prepend_bos else window
     if len(stream) > body:
         dropped = len(stream) % body

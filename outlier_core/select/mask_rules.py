@@ -28,6 +28,7 @@ from outlier_core.errors import InputError, within
 from outlier_core.load.hooks import check_layer, run_hooked
 from outlier_core.load.models import LoadedModel
 from outlier_core.load.sites import hook_name
+from outlier_core.load.token_limits import first_tokens
 from outlier_core.load.tokens import Encoded
 from outlier_core.observe.detect import (
     RELATIVE_RULE,
@@ -192,14 +193,15 @@ def capture_evidence(model: LoadedModel, encoded: Encoded) -> Evidence:
 
 
 def prompt_from_text(model: LoadedModel, text: str, prepend_bos: bool = True, max_tokens: int = 128) -> Encoded:
-    """The first `max_tokens` tokens of `text` (BOS included when asked), tokenized as `tokens.encode` does."""
+    """The first `max_tokens` tokens of `text` (BOS included when asked), tokenized as `tokens.encode`
+    does; only a prefix of a long text is tokenized."""
     if not isinstance(text, str) or not text.strip():
         raise InputError("text", "must be a non-empty string")
     if max_tokens < 2:
         raise InputError("max_tokens", "must be at least 2")
-    ids = model.tokenizer(text, add_special_tokens=False).input_ids
-    ids = ([model.bos_token_id] if prepend_bos else []) + ids
-    ids = ids[: min(max_tokens, model.n_ctx)]
+    limit = min(max_tokens, model.n_ctx)
+    ids = ([model.bos_token_id] if prepend_bos else []) + first_tokens(model, text, limit)
+    ids = ids[:limit]
     return Encoded(torch.tensor([ids], device=model.device), tuple(model.tokenizer.decode([i]) for i in ids), prepend_bos)
 
 

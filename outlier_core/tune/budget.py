@@ -23,6 +23,7 @@ import torch
 
 from outlier_core.errors import InputError
 from outlier_core.load.models import LoadedModel
+from outlier_core.load.token_limits import longer_than
 from outlier_core.select.mask_rules import norm_mask
 from outlier_core.select.masks import SelectionMask, model_shapes
 from outlier_core.tune.methods import COORDINATE_METHODS
@@ -125,20 +126,18 @@ def check_fits(estimates: Sequence[RunMemory], available: int, share: float) -> 
     )
 
 
-def check_tokens(data: TokenData, max_tokens: int, field: str) -> None:
-    """Refuse training text past `max_tokens` tokens (what the blocks hold)."""
-    n = int(data.train.numel() + data.held_out.numel())
-    if n > max_tokens:
-        raise InputError(field, f"is {n:,} tokens long; this server trains on at most {max_tokens:,}")
+def check_text(model: LoadedModel, text: str, max_tokens: int, field: str) -> None:
+    """Refuse training text past `max_tokens` tokens, from a prefix of it (before it is packed)."""
+    if longer_than(model, text, max_tokens):
+        raise InputError(field, f"is more than {max_tokens:,} tokens long; this server trains on at most {max_tokens:,}")
 
 
 def check_finetune(
     model: LoadedModel, mask: SelectionMask, methods: Sequence[str], config: TrainConfig, data: TokenData, processes: int,
-    *, share: float, max_tokens: int, token_field: str, memory_cap: int | None = None,
+    share: float, memory_cap: int | None = None,
 ) -> None:
-    """A fine-tune's text within `max_tokens`, and its largest run within `share` of the free
-    memory (or of `memory_cap` bytes, a run process's own limit, when smaller)."""
-    check_tokens(data, max_tokens, token_field)
+    """A fine-tune's largest run within `share` of the free memory (or of `memory_cap` bytes,
+    a run process's own limit, when smaller)."""
     available = available_memory(model.device)
     check_fits(finetune_memory(model, mask, methods, config, data, processes), min(available, memory_cap or available), share)
 

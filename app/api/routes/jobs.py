@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import JobsDep, MasksDep, ServiceDep, SettingsDep
 from app.api.errors import ApiError
-from app.api.finetune_budget import check_budget
+from app.api.finetune_budget import check_budget, check_data
 from app.api.mask_store import MaskStore
 from app.api.schemas.common import ERROR_RESPONSES, MODEL_RESPONSES, error
 from app.api.schemas.jobs import FinetuneIn, JobsOut, RunsOut
@@ -63,6 +63,7 @@ def _submit(model: LoadedModel, body: FinetuneIn, store: MaskStore, runner: JobR
         checkpoint=body.checkpoint,
     )
     corpus = from_text(body.data_text, "your text", "data_text") if body.data_text is not None else bundled(body.data)
+    check_data(model, body, corpus, settings)  # max_train_tokens, from a prefix of the text
     data = make_data(model, corpus, config)  # refuses too little data now, not minutes later in the job
     plan_comparison(model, mask, tuple(body.baselines), data, config, mask_field="mask_id")
     processes = body.processes or default_processes(model)
@@ -70,7 +71,7 @@ def _submit(model: LoadedModel, body: FinetuneIn, store: MaskStore, runner: JobR
         World(size=processes).check_batch(config.batch_size, int(data.train.shape[0]))
     except InputError as err:
         raise InputError("processes", err.reason) from err
-    check_budget(model, body, mask, config, data, processes, settings)  # text in tokens, the largest run's memory
+    check_budget(model, body, mask, config, data, processes, settings)  # the largest run's memory
     run = RunConfig(
         model=model.name, mask=INPUT_MASK, baselines=tuple(dict.fromkeys(body.baselines)), train=config,
         data=None if body.data_text is not None else body.data, data_text=body.data_text,
