@@ -66,8 +66,6 @@ def _extend(model: LoadedModel, mask_id: str, body: MaskChangeIn, store: MaskSto
 
 
 def _suggest(model: LoadedModel, body: SuggestIn, store: MaskStore, max_tokens: int) -> SuggestionOut:
-    if body.max_tokens > max_tokens:
-        raise InputError("max_tokens", f"is {body.max_tokens}; this server runs at most {max_tokens} tokens")
     if body.budget > store.limits.coordinates:
         raise InputError("budget", f"is {body.budget:,}; this server takes masks of at most {store.limits.coordinates:,} parameters")
     config = RuleConfig(
@@ -77,7 +75,7 @@ def _suggest(model: LoadedModel, body: SuggestIn, store: MaskStore, max_tokens: 
         contribution_share=body.contribution_share,
     )
     text = body.text if body.text is not None else bundled(body.corpus).text
-    prompt = prompt_from_text(model, text, body.prepend_bos, body.max_tokens)
+    prompt = prompt_from_text(model, text, body.prepend_bos, min(body.max_tokens, max_tokens))  # the server's limit holds here too
     suggestion = suggest_mask(model, prompt, body.budget, config, body.name)
     return SuggestionOut(MaskOut.of(store.add(suggestion.mask), suggestion.mask), suggestion.found, suggestion.budget)
 

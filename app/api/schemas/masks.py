@@ -53,7 +53,7 @@ class SuggestIn(Request):
     budget: int = Field(ge=1, le=10**12, description="most parameters the mask may select")
     text: str | None = Field(default=None, min_length=1, description="the prompt whose activations the rules read (default: the bundled corpus)")
     corpus: Literal[BUNDLED] = "prose"  # type: ignore[valid-type]
-    max_tokens: int = Field(default=128, ge=2, le=4096, description="tokens of the text or corpus to run")
+    max_tokens: int = Field(default=128, ge=2, le=4096, description="tokens of the text or corpus to run (at most the server's max_tokens)")
     prepend_bos: bool = True
     rules: list[RuleName] = Field(default=list(RULES), min_length=1, max_length=len(RULES), description="in priority order")
     norm_rule: Literal["sigma", "percentile", "mad"] = "sigma"
