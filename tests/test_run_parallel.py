@@ -9,12 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from fastapi.testclient import TestClient
 from safetensors.torch import load_file
+
+from app.api.main import create_app
+from app.api.settings import Settings
+from outlier_core.errors import InputError
 
 from outlier_core.load.models import LoadedModel
 from outlier_core.select.masks import SelectionMask
 from outlier_core.tune import train_data
 from outlier_core.tune.comparison import compare
+from outlier_core.tune.distributed import World
 from outlier_core.tune.executor import run_many
 from outlier_core.tune.run_config import RunConfig
 from outlier_core.tune.run_process import RunProcess, follow
@@ -58,11 +64,16 @@ def test_two_processes_train_what_one_process_does_at_the_same_global_batch(tiny
     assert {"comparison.json", "result.json", "status.json", "run_config.json"} <= {p.name for p in two.iterdir()}
 
 
-def test_a_batch_that_does_not_split_over_the_processes_is_refused(tiny: LoadedModel, tmp_path: Path) -> None:
-    write_mask(tiny, tmp_path)
-    config = RunConfig(model="tiny-random", mask="input_mask.safetensors", train=TrainConfig(steps=1, batch_size=3, seq_len=16), data="code", device="cpu", processes=2)
-    final = follow(RunProcess.launch(tmp_path, config), lambda status: None)
-    assert final.state == "failed" and final.field == "batch_size" and "2 processes" in final.error
+def test_a_batch_that_does_not_split_over_the_processes_is_refused_up_front(tiny: LoadedModel, tmp_path: Path) -> None:
+    with pytest.raises(InputError) as err:
+        World(size=2).check_batch(batch_size=3, train_blocks=100)
+    assert err.value.field == "batch_size" and "2 processes" in err.value.reason
+    World(size=2).check_batch(batch_size=4, train_blocks=100)
+    with TestClient(create_app(Settings(runs_dir=tmp_path), model=tiny)) as client:
+        mask = client.post("/api/masks", json={"name": "rows", "parts": [{"parameter": DOWN, "kind": "rows", "index": [3]}]}).json()
+        refused = client.post("/api/finetune", json={"mask_id": mask["id"], "batch_size": 3, "seq_len": 16, "processes": 2})
+        assert refused.status_code == 422 and refused.json()["field"] == "processes"
+        assert client.get("/api/jobs").json()["jobs"] == []
 
 
 def test_two_runs_through_a_local_ray(tiny: LoadedModel, tmp_path: Path) -> None:
