@@ -67,7 +67,7 @@ class ComparisonPlan:
     """A comparison checked against a model, ready to run on it (or on a copy of it)."""
 
     mask: SelectionMask
-    methods: tuple[TuningMethod, ...]  # the mask first, then the baselines
+    methods: tuple[TuningMethod, ...]  # the mask first, then the baselines (or the methods asked for)
     data: TokenData
     config: TrainConfig
 
@@ -77,21 +77,29 @@ class ComparisonPlan:
 
 
 def plan_comparison(
-    model: LoadedModel, mask: SelectionMask, baselines: tuple[str, ...], data: TokenData, config: TrainConfig, mask_field: str = "mask"
+    model: LoadedModel,
+    mask: SelectionMask,
+    baselines: tuple[str, ...],
+    data: TokenData,
+    config: TrainConfig,
+    mask_field: str = "mask",
+    methods: tuple[str, ...] | None = None,
 ) -> ComparisonPlan:
     """Everything a comparison can check before it trains, checked once: the mask fits the
     model and selects something (an error names `mask_field`), the baselines exist, and
-    blocks can be checkpointed where `config.checkpoint` asks for it."""
+    blocks can be checkpointed where `config.checkpoint` asks for it. `methods`, when
+    given, are trained in place of the mask then the baselines (each sized by the mask)."""
     mask.validate(model)
     if mask.count == 0:
         raise InputError(mask_field, f"mask {mask.name!r} selects no coordinates")
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise InputError("baseline", f"unknown baseline {unknown[0]!r}; choose from {', '.join(BASELINES)}")
-    methods = tuple(get_method(name) for name in ("mask", *dict.fromkeys(baselines)))
-    for method in methods:
+    names = dict.fromkeys(methods) if methods is not None else ("mask", *dict.fromkeys(baselines))
+    tunings = tuple(get_method(name, field="methods") for name in names)
+    for method in tunings:
         checkpoints_blocks(model, method, config)  # a model that cannot checkpoint fails here, before any training
-    return ComparisonPlan(mask, methods, data, config)
+    return ComparisonPlan(mask, tunings, data, config)
 
 
 def run_comparison(

@@ -20,6 +20,9 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 from outlier_core.contract import to_json, write_json
 from outlier_core.errors import InputError
 from outlier_core.intervene.corpus import BUNDLED, Corpus, from_text
+from outlier_core.tune.mask_recipe import MaskRecipe
+from outlier_core.tune.methods import METHODS
+from outlier_core.tune.task_data import BUNDLED_TASKS
 from outlier_core.tune.tracking import TRACKERS, Tracker
 from outlier_core.tune.train_data import TrainConfig, load_corpus
 
@@ -30,15 +33,19 @@ UPLOADED_TEXT = "your text"  # the data's name when the text came inline (an upl
 @dataclass(frozen=True)
 class RunConfig:
     model: str  # registry name, Hugging Face id or local directory
-    mask: str  # MASK.json or MASK.safetensors; a relative path is read from the config's folder
+    mask: str | None = None  # MASK.json or MASK.safetensors (relative: read from the config's folder); or `recipe`
     baselines: tuple[str, ...] = ()  # trained after the mask, from the same base
     train: TrainConfig = field(default_factory=TrainConfig)
-    data: str | None = None  # a bundled corpus name or a .txt/.jsonl path (relative: from the config's folder); None: the default
+    data: str | None = None  # a bundled corpus or task, a .txt/.jsonl/.json path or a datasets folder (relative: from the config's folder); None: the default
     data_text: str | None = None  # or the text itself, in place of `data`
     device: str | None = None  # None: cuda when present; under N processes each rank takes its own GPU
     dtype: str | None = None
     processes: int = 1  # data-parallel processes (torchrun); the global batch is train.batch_size
     track: Tracker | None = None  # log curves and results through accelerate's tracker
+    recipe: MaskRecipe | None = None  # the mask the outlier rules suggest inside the run, in place of `mask`
+    methods: tuple[str, ...] | None = None  # exactly these methods, in place of the mask then the baselines (a sweep trial trains one)
+    eval_tasks: tuple[str, ...] = ()  # lm-eval tasks scored after training, on the base and on each method with its deltas on
+    eval_limit: int | None = None  # each lm-eval task's first items only
 
     __pydantic_config__ = ConfigDict(json_schema_serialization_defaults_required=True)
 
@@ -47,6 +54,12 @@ class RunConfig:
             raise InputError("processes", "must be a whole number >= 1")
         if self.track is not None and self.track not in TRACKERS:
             raise InputError("track", f"must be one of {', '.join(TRACKERS)}")
+        if (self.mask is None) == (self.recipe is None):
+            raise InputError("mask", "give a mask file or a recipe for one, not both")
+        if self.methods is not None and (not self.methods or any(m not in METHODS for m in self.methods)):
+            raise InputError("methods", f"choose from {', '.join(METHODS)}")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise InputError("eval_limit", "must be a whole number >= 1")
 
     def corpus(self, folder: Path) -> Corpus:
         if self.data_text is not None:
@@ -54,6 +67,12 @@ class RunConfig:
         if self.data is None or self.data in BUNDLED:
             return load_corpus(self.data)
         return load_corpus(str(_beside(folder, self.data)))
+
+    def data_source(self, folder: Path) -> str | None:
+        """`data` as `train_data.load_data` takes it: a bundled name as it is, a path from `folder`."""
+        if self.data is None or self.data in BUNDLED or self.data in BUNDLED_TASKS:
+            return self.data
+        return str(_beside(folder, self.data))
 
     def mask_path(self, folder: Path) -> Path:
         return _beside(folder, self.mask)

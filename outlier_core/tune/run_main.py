@@ -67,7 +67,7 @@ def train_run(config: RunConfig, folder: Path, world: World, status: StatusWrite
     from outlier_core.select.mask_files import load_mask
     from outlier_core.tune.comparison import StepReport, plan_comparison, run_comparison
     from outlier_core.tune.tracking import open_tracker
-    from outlier_core.tune.train_data import make_data
+    from outlier_core.tune.train_data import load_data, make_data
 
     stop = stop_check(should_stop, world)
     status.update(phase="loading the model")
@@ -78,10 +78,13 @@ def train_run(config: RunConfig, folder: Path, world: World, status: StatusWrite
     except ValueError as err:  # the one a load raises for a dtype it does not know
         raise InputError("dtype", str(err)) from err
     stop()
-    mask = load_mask(config.mask_path(folder))
-    data = make_data(model, config.corpus(folder), config.train)
+    mask = config.recipe.build(model) if config.recipe is not None else load_mask(config.mask_path(folder))
+    if config.data_text is not None:
+        data = make_data(model, config.corpus(folder), config.train)
+    else:
+        data = load_data(model, config.data_source(folder), config.train)  # task rows or packed text
     world.check_batch(config.train.batch_size, int(data.train.shape[0]))
-    plan = plan_comparison(model, mask, tuple(config.baselines), data, config.train)
+    plan = plan_comparison(model, mask, tuple(config.baselines), data, config.train, methods=config.methods)
     tracker = open_tracker(config.track, folder, folder.name, config_json(config)) if config.track and world.is_main else None
     status.update(step=0, total=plan.total_steps, phase="evaluating the base model")
 
@@ -93,6 +96,12 @@ def train_run(config: RunConfig, folder: Path, world: World, status: StatusWrite
 
     try:
         comparison = to_json(run_comparison(model, plan, folder, progress, should_stop, world))
+        if config.eval_tasks and world.is_main:
+            from outlier_core.tune.task_eval import score_runs
+
+            status.update(phase="lm-eval")
+            methods = [run["method"] for run in comparison["runs"]]
+            comparison["lm_eval"] = score_runs(model, folder, methods, config.eval_tasks, config.eval_limit, stop)
         if tracker is not None:
             tracker.log(run_metrics(comparison), step=plan.total_steps)
     finally:
