@@ -95,7 +95,8 @@ class RunProcess:
     def running(self) -> bool:
         if self._popen is not None:
             return self._popen.poll() is None
-        return _start_time(self.pid) is not None and abs(_start_time(self.pid) - self.started) <= 0.05
+        started = _start_time(self.pid)
+        return started is not None and abs(started - self.started) <= 0.05
 
     @property
     def returncode(self) -> int | None:
