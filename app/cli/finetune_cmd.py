@@ -76,10 +76,12 @@ def _number(value: float | None) -> str:
 def run(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
+    from outlier_core.load.models import default_device
     from outlier_core.select.mask_files import load_mask
+    from outlier_core.tune.distributed import default_processes
     from outlier_core.tune.run_config import RunConfig
     from outlier_core.tune.run_process import LaunchOptions, RunProcess, follow
-    from outlier_core.tune.run_status import read_result
+    from outlier_core.tune.run_status import MEMORY_ENV, read_result
     from outlier_core.tune.train_data import TrainConfig, load_corpus
 
     config = TrainConfig(
@@ -98,12 +100,12 @@ def run(args: argparse.Namespace) -> None:
     baselines = tuple(dict.fromkeys(args.baseline))
     run_config = RunConfig(
         model=args.model, mask=str(Path(args.mask).expanduser().resolve()), baselines=baselines, train=config,
-        data=_as_path(args.data), device=args.device, dtype=args.dtype, processes=args.processes or _default_processes(args.device),
-        track=args.track,
+        data=_as_path(args.data), device=args.device, dtype=args.dtype,
+        processes=args.processes or default_processes(args.device or default_device(), config.batch_size), track=args.track,
     )
     slug = re.sub(r"[^a-z0-9]+", "-", mask.name.lower()).strip("-") or "mask"
     folder = Path(f"{args.runs_dir}/{time.strftime('%Y%m%d-%H%M%S')}-{slug}")
-    memory = os.environ.get("OUTLIER_LAB_RUN_MEMORY_MB")
+    memory = os.environ.get(MEMORY_ENV)
     process = RunProcess.launch(folder, run_config, LaunchOptions(memory_mb=int(memory) if memory else None))
     with _stop_on_interrupt() as stop, tqdm(total=config.steps * (1 + len(baselines)), file=sys.stderr, unit="step") as bar:
 
@@ -131,14 +133,6 @@ def _as_path(data: str | None) -> str | None:
     from outlier_core.intervene.corpus import BUNDLED
 
     return data if data is None or data in BUNDLED else str(Path(data).expanduser().resolve())
-
-
-def _default_processes(device: str | None) -> int:
-    import torch
-
-    from outlier_core.load.models import default_device
-
-    return max(1, torch.cuda.device_count()) if (device or default_device()).startswith("cuda") else 1
 
 
 @contextmanager

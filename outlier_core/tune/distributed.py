@@ -87,6 +87,16 @@ class World:
 SINGLE = World()
 
 
+def default_processes(device: str, batch_size: int) -> int:
+    """One process per GPU for a CUDA run, as many as split the batch evenly; one elsewhere."""
+    if not device.startswith("cuda"):
+        return 1
+    n = max(1, torch.cuda.device_count())
+    while batch_size % n:
+        n -= 1
+    return n
+
+
 def world_from_env(device: str | None) -> World:
     """The world a launcher set up (RANK, WORLD_SIZE, LOCAL_RANK), its process group joined;
     one process when none was set. Control values (stop flags, losses) travel over gloo, so

@@ -10,7 +10,6 @@ memory only: they never wait behind a forward pass.
 from __future__ import annotations
 
 import anyio.to_thread
-import torch
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
@@ -25,7 +24,7 @@ from outlier_core.errors import InputError
 from outlier_core.intervene.corpus import bundled, from_text
 from outlier_core.load.models import LoadedModel, dtype_name
 from outlier_core.tune.comparison import Comparison, plan_comparison
-from outlier_core.tune.distributed import World
+from outlier_core.tune.distributed import World, default_processes
 from outlier_core.tune.jobs import JobRunner, JobsBusy, JobStatus
 from outlier_core.tune.run_config import RunConfig
 from outlier_core.tune.run_process import LaunchOptions, run_job
@@ -45,11 +44,6 @@ def _job(runner: JobRunner, job_id: str) -> JobStatus:
         raise ApiError(404, f"job_id: {err.reason}", "job_id") from err
 
 
-def default_processes(model: LoadedModel) -> int:
-    """One run process per GPU when the model is on CUDA, else one."""
-    return max(1, torch.cuda.device_count()) if model.device.startswith("cuda") else 1
-
-
 def launch_options(settings: Settings) -> LaunchOptions:
     return LaunchOptions(memory_mb=settings.run_memory_mb, cancel_timeout_s=settings.run_cancel_timeout_s)
 
@@ -66,7 +60,7 @@ def _submit(model: LoadedModel, body: FinetuneIn, store: MaskStore, runner: JobR
     check_data(model, body, corpus, settings)  # max_train_tokens, from a prefix of the text
     data = make_data(model, corpus, config)  # refuses too little data now, not minutes later in the job
     plan_comparison(model, mask, tuple(body.baselines), data, config, mask_field="mask_id")
-    processes = body.processes or default_processes(model)
+    processes = body.processes or default_processes(model.device, config.batch_size)
     try:
         World(size=processes).check_batch(config.batch_size, int(data.train.shape[0]))
     except InputError as err:

@@ -34,7 +34,7 @@ class FinetuneIn(Request):
     data_text: str | None = Field(default=None, min_length=1, max_length=MAX_FILE_BYTES, description="or your own text (passages split at blank lines)")
     processes: int | None = Field(
         default=None, ge=1, le=64,
-        description="data-parallel run processes, each a shard of every batch (batch_size must split evenly); default: one per GPU on CUDA, one on CPU",
+        description="data-parallel run processes, each a shard of every batch (batch_size must split evenly); default: one per GPU on CUDA (as many as split the batch), one on CPU",
     )
 
 
