@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("app.cli.prepare_cmd", "convert the embedded models to the fast-loading cache once"),
     "mask": ("app.cli.mask_cmd", "build a selection mask by the outlier rules (suggest), or show one"),
     "finetune": ("app.cli.finetune_cmd", "fine-tune only a mask's coordinates and compare with baselines"),
+    "sweep": ("app.cli.sweep_cmd", "a grid of budgets × methods × seeds, each trial a run process; resumable, summarised with 95% intervals"),
     "export-peft": ("app.cli.export_peft_cmd", "write a fine-tune run's sparse deltas as a peft adapter folder (the outlier_mask method)"),
     "api": ("app.cli.api_cmd", "serve the HTTP API (FastAPI) on 127.0.0.1:8000"),
     "ui": ("app.cli.ui_cmd", "serve the browser workbench (Dash) on 127.0.0.1:8050 against a running API"),

@@ -1,0 +1,235 @@
+"""Run a sweep: every trial not yet done, each as its own run process, its end committed
+to the store as it comes; then the summary, the tables and the Pareto figures.
+
+    outcome = run_sweep(ROOT, SweepConfig(...))                   # here, trial after trial
+    python -m outlier_core.tune.sweep.runner --root ROOT --sweep ID   # a registered sweep, as a process
+
+Resuming is running it again. A done trial is never rerun (it comes back `reused`). A
+trial the store says is running belonged to a sweep process that died: its run process
+lives in a session of its own and may have gone on, so it is followed again if it still
+runs, taken as it is if it finished, and only started afresh (its folder cleared) if it
+died too. Failed and cancelled trials are started again.
+
+Trials run one after another here, `concurrent` at a time in threads, or each as a Ray task
+through `tune.executor` when a Ray address is given (a Ray-run trial is not reattached
+after its sweep dies: it is started again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import psutil
+
+from outlier_core.contract import to_json, write_atomic
+from outlier_core.tune.run_process import LaunchOptions, RunProcess, follow
+from outlier_core.tune.run_status import RunStatus, read_result, read_status
+from outlier_core.tune.sweep.config import SweepConfig, Trial, plan_trials, sweep_id
+from outlier_core.tune.sweep.results import COSTS, SummaryRow, headline_metric, summarise, summary_csv, summary_markdown, trial_metrics
+from outlier_core.tune.sweep.store import SweepStore, TrialRecord
+
+log = logging.getLogger(__name__)
+
+DRIVER_LOG = "sweep.log"
+
+
+@dataclass(frozen=True)
+class TrialView:
+    """A trial as the sweep's JSON shows it."""
+
+    method: str
+    budget: int
+    seed: int
+    setting: str
+    trainable: int | None
+    state: str
+    reused: bool  # done before this run of the sweep began: nothing trained for it now
+    metrics: dict[str, float]
+    key: str
+    folder: str
+    launches: int
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    sweep: str
+    state: str
+    trials: list[TrialView]
+    summary: list[SummaryRow]
+    files: dict[str, str] = field(default_factory=dict)  # what was written -> its path
+
+
+def trial_view(record: TrialRecord, reused: bool) -> TrialView:
+    return TrialView(
+        record.method, record.budget, record.seed, record.setting, record.trainable, record.state, reused, record.metrics,
+        record.key, record.folder, record.launches, record.error,
+    )
+
+
+def run_sweep(
+    root: str | Path,
+    sweep: SweepConfig,
+    options: LaunchOptions = LaunchOptions(),
+    concurrent: int = 1,
+    ray_address: str | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    report: Callable[[TrialRecord], None] = lambda record: None,
+    plots: bool = True,
+) -> SweepOutcome:
+    """Register `sweep` in the store at `root`, run what is not done, write the results."""
+    store = SweepStore(root)
+    sid = sweep_id(sweep)
+    trials = plan_trials(sweep)
+    store.register(sid, sweep, trials)
+    done_before = {record.key for record in store.trials(sid) if record.state == "done"}
+    me = psutil.Process()
+    store.set_sweep(sid, "running", me.pid, me.create_time())
+    todo = [trial for trial in trials if trial.key not in done_before]
+    log.info("sweep %s: %d trials, %d done before, %d to run", sid, len(trials), len(done_before), len(todo))
+
+    def one(trial: Trial) -> None:
+        if not should_stop():
+            report(run_trial(store, trial, options, ray_address, should_stop))
+
+    try:
+        if concurrent > 1:
+            with ThreadPoolExecutor(max_workers=concurrent, thread_name_prefix="trial") as pool:
+                list(pool.map(one, todo))
+        else:
+            for trial in todo:
+                one(trial)
+    except BaseException:
+        store.set_sweep(sid, "failed")
+        raise
+    records = store.trials(sid)
+    state = "done" if all(r.state == "done" for r in records) else "cancelled" if should_stop() else "failed"
+    store.set_sweep(sid, state)
+    summary = summarise(records)
+    files = write_results(store, sid, summary, plots)
+    return SweepOutcome(sid, state, [trial_view(r, r.key in done_before) for r in records], summary, files)
+
+
+def run_trial(store: SweepStore, trial: Trial, options: LaunchOptions, ray_address: str | None, should_stop: Callable[[], bool]) -> TrialRecord:
+    """One trial to its end, its state and metrics committed in one transaction."""
+    folder = store.root / store.trial(trial.key).folder
+    final = _left_running(store, trial, folder, options, should_stop)
+    if final is None:
+        shutil.rmtree(folder, ignore_errors=True)  # what a dead run left: status, log, half-written files
+        store.start_trial(trial.key)
+        log.info("trial %s: %s at budget %d, seed %d (%s)", trial.key[:10], trial.method, trial.budget, trial.seed, trial.setting)
+        final = _launch(trial, folder, options, ray_address, should_stop)
+    result = read_result(folder) if final.state == "done" else None
+    if result is None:
+        error = final.error if final.state != "done" else "the run reported done but wrote no result.json"
+        store.finish_trial(trial.key, "failed" if final.state == "done" else final.state, error=error)
+    else:
+        trainable, metrics = trial_metrics(result)
+        store.finish_trial(trial.key, "done", trainable, metrics)
+    return store.trial(trial.key)
+
+
+def _left_running(store: SweepStore, trial: Trial, folder: Path, options: LaunchOptions, should_stop: Callable[[], bool]) -> RunStatus | None:
+    """How a trial that an earlier sweep process left running ended: followed to its end if
+    its run process still runs, as it stands if it finished; None when it must run again."""
+    if store.trial(trial.key).state != "running":
+        return None
+    process = RunProcess.adopt(folder)
+    if process is not None:
+        log.info("trial %s: its run process (pid %d) outlived the sweep that started it; following it", trial.key[:10], process.pid)
+        return follow(process, lambda status: None, should_stop, cancel_timeout_s=options.cancel_timeout_s)
+    status = read_status(folder)
+    return status if status is not None and status.state == "done" else None
+
+
+def _launch(trial: Trial, folder: Path, options: LaunchOptions, ray_address: str | None, should_stop: Callable[[], bool]) -> RunStatus:
+    if ray_address is not None:
+        from outlier_core.tune.executor import run_many
+
+        outcome = run_many([(trial.config, folder)], ray_address=ray_address, options=options)[0]
+        return RunStatus(outcome.state, error=outcome.error)
+    return follow(RunProcess.launch(folder, trial.config, options), lambda status: None, should_stop, cancel_timeout_s=options.cancel_timeout_s)
+
+
+def results_folder(store: SweepStore, sid: str) -> Path:
+    return store.root / sid
+
+
+def write_results(store: SweepStore, sid: str, summary: list[SummaryRow], plots: bool = True) -> dict[str, str]:
+    """ROOT/<sweep>/summary.csv|.json|.md, and the Pareto figures as PNG and SVG."""
+    folder = results_folder(store, sid)
+    folder.mkdir(parents=True, exist_ok=True)
+    records = store.trials(sid)
+    payload = {"sweep": sid, "trials": to_json([trial_view(r, False) for r in records]), "summary": to_json(summary)}
+    written = {"csv": folder / "summary.csv", "json": folder / "summary.json", "markdown": folder / "summary.md"}
+    write_atomic(written["csv"], summary_csv(summary))
+    write_atomic(written["json"], json.dumps(payload, indent=1, allow_nan=False) + "\n")
+    write_atomic(written["markdown"], summary_markdown(summary))
+    if plots and summary:
+        from outlier_core.tune.sweep.plots import export_figures, pareto_figure
+
+        metric = headline_metric(summary)
+        figures = {f"pareto_{cost}": pareto_figure(summary, metric, cost) for cost in COSTS}
+        for path in export_figures(figures, folder):
+            written[path.name] = path
+    return {name: str(path) for name, path in written.items()}
+
+
+# ---- a registered sweep as a process of its own (what the API starts) ----
+
+
+def launch_driver(root: str | Path, sid: str, python: str = sys.executable) -> int:
+    """Start `python -m outlier_core.tune.sweep.runner` for a registered sweep, in a session of
+    its own (it outlives whoever started it); returns its pid. Its log: ROOT/<sweep>/sweep.log."""
+    folder = Path(root) / sid
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / DRIVER_LOG, "ab") as out:
+        process = subprocess.Popen(
+            [python, "-m", "outlier_core.tune.sweep.runner", "--root", str(Path(root).resolve()), "--sweep", sid],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    return process.pid
+
+
+def driver_alive(pid: int | None, started: float | None) -> bool:
+    """Whether the process recorded as driving a sweep still runs (not a later one with its pid)."""
+    if pid is None or started is None:
+        return False
+    try:
+        process = psutil.Process(pid)
+        return process.status() != psutil.STATUS_ZOMBIE and abs(process.create_time() - started) <= 0.05
+    except psutil.Error:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m outlier_core.tune.sweep.runner", description="Run (or resume) a sweep registered in a store.")
+    parser.add_argument("--root", required=True, help="the store's folder (sweeps.sqlite)")
+    parser.add_argument("--sweep", required=True, help="the sweep's id")
+    parser.add_argument("--concurrent", type=int, default=1, help="trials at a time (default: %(default)s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    config = SweepStore(args.root).sweep(args.sweep).config
+    outcome = run_sweep(args.root, config, concurrent=args.concurrent, should_stop=stop.is_set)
+    log.info("sweep %s %s", outcome.sweep, outcome.state)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
