@@ -60,7 +60,7 @@ class MaskStore:
         return self.folder / f"{mask_id}{suffix}"
 
     def _index(self, mask_id: str) -> None:
-        self._bytes[mask_id] = sum(p.stat().st_size for p in map(lambda s: self._path(mask_id, s), SUFFIXES) if p.is_file())
+        self._bytes[mask_id] = sum(p.stat().st_size for p in (self._path(mask_id, s) for s in SUFFIXES) if p.is_file())
         try:
             self._summaries[mask_id] = read_summary(self._path(mask_id, ".safetensors"))
         except (InputError, OSError) as err:

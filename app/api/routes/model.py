@@ -16,8 +16,8 @@ from app.api.schemas.model import (
     ModelsOut,
     RegistryEntryOut,
 )
-from outlier_core.errors import InputError
 from app.api.settings import Settings
+from outlier_core.errors import InputError
 from outlier_core.load.models import (
     ANY_SOURCE,
     REGISTRY,
