@@ -75,3 +75,90 @@ def test_one_item_of_the_stack_can_be_removed(tiny_stack, page: Page) -> None:
     expect(page.locator("#lx-stack li")).to_have_count(1)
     expect(page.locator("#lx-stack")).to_contain_text("pos 3 dim 6: zero")
     expect(page.locator("#lx-numbers")).to_be_visible()  # the rest evaluated again
+
+
+def intervene_calls(api) -> int:
+    """How many interventions the API has computed: its access log says."""
+    return api.log.read_text(errors="replace").count("POST /api/intervene")
+
+
+def test_a_reload_keeps_the_results_the_choices_and_puts_them_in_a_url_that_reopens_the_view(tiny_stack, page: Page, browser) -> None:
+    api, ui = tiny_stack
+    page.goto(ui.url + "/layer?layer=2&position=3&dim=7")
+    expect(page.locator("#lx-selected")).to_contain_text("position 3")
+    use_prompt(page, SUMMER)
+    page.get_by_role("button", name="Zero", exact=True).click()
+    wait_for_stack(page, "L2 resid_post pos 3 dim 7: zero")
+    expect(page.locator("#lx-numbers")).to_contain_text("24 tokens")
+    shown = page.locator("#lx-numbers").text_content()
+    computed = intervene_calls(api)
+
+    page.reload()
+    expect(page.locator("#lx-numbers")).to_have_text(shown)  # the same numbers, without computing them again
+    expect(page.locator("#prompt-text")).to_have_value(SUMMER)
+    expect(page.locator("#lx-selected")).to_contain_text("layer 2 · resid_post · position 3")
+    page.wait_for_timeout(1500)
+    assert intervene_calls(api) == computed
+
+    url = page.url
+    assert "stack=2%3Aresid_post%3A3%3A7%3Azero" in url and "prompt=Summer" in url and "sel=2%3Aresid_post%3A3%3A7" in url
+    shared = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()  # another person: a fresh session
+    try:
+        shared.goto(url)
+        expect(shared.locator("#prompt-text")).to_have_value(SUMMER)
+        expect(shared.locator("#lx-stack")).to_contain_text("L2 resid_post pos 3 dim 7: zero")
+        expect(shared.locator("#lx-numbers")).to_have_text(shown)
+        expect(shared.locator("#lx-selected")).to_contain_text("layer 2 · resid_post · position 3")
+    finally:
+        shared.context.close()
+
+    page.get_by_role("button", name="Reset", exact=True).click()
+    expect(page.locator("#lx-stack")).to_contain_text("No interventions yet")
+    page.get_by_text("bundled prose", exact=True).click()
+    expect(page).to_have_url(re.compile(r"eval=prose"))
+    page.reload()
+    expect(page.locator("#lx-eval input[value=prose]")).to_be_checked()
+
+
+def test_no_page_logs_an_error_on_load_or_reload(tiny_stack, page: Page) -> None:
+    api, ui = tiny_stack
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.goto(ui.url + "/layer?layer=1&position=2&dim=3")
+    expect(page.locator("#lx-selected")).to_contain_text("position 2")
+    for label in ("Overview", "Attention", "Weights", "Selection", "Fine-tune", "Layer explorer"):
+        go(page, label)
+        expect(page.locator("#model-status")).to_contain_text("tiny-random")
+        page.wait_for_timeout(1500)
+        page.reload()
+        expect(page.locator("#model-status")).to_contain_text("tiny-random")
+        page.wait_for_timeout(1500)
+    assert errors == []
+
+
+def test_every_page_reopens_as_it_was_left_from_the_nav_bar_and_after_a_reload(tiny_stack, page: Page) -> None:
+    api, ui = tiny_stack
+    page.goto(ui.url + "/attention")
+    page.locator("#at-head").click()
+    page.get_by_role("option", name="head 1", exact=True).click()
+    slider_box = page.locator("#at-layer input[type=number]")
+    slider_box.fill("3")
+    slider_box.press("Enter")  # the number box commits on Enter, not only on leaving it
+    expect(page.locator("#at-pattern .gtitle")).to_contain_text("Layer 3, head 1")
+
+    go(page, "Fine-tune")
+    page.locator("#ft-steps").fill("7")
+    page.locator("#ft-lr").fill("0.02")
+    page.get_by_text("no run", exact=True).click()
+    go(page, "Attention")
+    expect(page.locator("#at-pattern .gtitle")).to_contain_text("Layer 3, head 1")
+    page.reload()
+    expect(page.locator("#at-pattern .gtitle")).to_contain_text("Layer 3, head 1")
+    assert "layer=3" in page.url and "head=1" in page.url
+
+    go(page, "Fine-tune")
+    expect(page.locator("#ft-steps")).to_have_value("7")
+    page.reload()
+    expect(page.locator("#ft-steps")).to_have_value("7")
+    expect(page.locator("#ft-lr")).to_have_value("0.02")
+    expect(page.locator("#ft-checkpoint input[value=off]")).to_be_checked()

@@ -11,12 +11,13 @@ module globals, so two browser tabs never see each other's prompt, selection or 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import dash
 import httpx
-from dash import Input, Output, State, ctx, dcc, html, no_update
+from dash import ALL, ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
 
-from app.ui import ids
+from app.ui import ids, url_state
 from app.ui.client import ApiClient, ApiProblem
 from app.ui.components import CLIENT_ATTRIBUTE, api, problem_box, user_action
 from app.ui.state import (
@@ -50,7 +51,8 @@ def create_app(api_url: str, http: httpx.Client | None = None) -> dash.Dash:
 
 
 def _nav() -> html.Nav:
-    return html.Nav([dcc.Link(page["name"], href=page["relative_path"], className="nav-link") for page in dash.page_registry.values()], className="nav")
+    links = [dcc.Link(page["name"], href=page["relative_path"], className="nav-link", id={"type": ids.NAV, "path": page["path"]}) for page in dash.page_registry.values()]
+    return html.Nav(links, className="nav")
 
 
 def _prompt_bar() -> html.Div:
@@ -97,6 +99,10 @@ def _shell() -> html.Div:
         dcc.Store(id=ids.EFFECT, storage_type="session"),  # results survive a reload without a re-run
         dcc.Store(id=ids.MASK, storage_type="session"),
         dcc.Store(id=ids.JOB, storage_type="session"),
+        dcc.Store(id=ids.VIEWS, storage_type="session", data={}),
+        dcc.Store(id=ids.SHELL_QUERY, storage_type="memory"),
+        dcc.Store(id=ids.URL_READY, storage_type="memory", data=False),
+        dcc.Store(id=ids.URL_SYNCED, storage_type="memory"),
         html.Header([
             html.Div([html.Span("Outlier Lab", className="brand"), _nav()], className="header-left"),
             html.Div("connecting…", id=ids.STATUS, className="status status-unknown"),
@@ -209,13 +215,21 @@ def changed_deltas(client: ApiClient, action: str, deltas: dict) -> dict | None:
     return client.merge_deltas()["applied"]
 
 
-@dash.callback(Output(ids.PROMPT_TEXT, "value"), Output(ids.PROMPT_BOS, "value"), Input(ids.PROMPT_PRESET, "value"), Input(ids.PROMPT, "data"))
-def fill_prompt(preset: str | None, prompt: dict | None):
-    """A preset fills the box; on page load, and whenever the prompt changes (a shared link), the box shows the tab's prompt."""
-    if ctx.triggered_id == ids.PROMPT_PRESET and preset:
-        return PRESETS[preset], no_update
-    prompt = prompt or DEFAULT_PROMPT
-    return prompt["text"], ["bos"] if prompt["prepend_bos"] else []
+# In the browser: the box shows the tab's prompt the moment the page loads (no round trip for a
+# user's typing to race), and whenever the prompt changes (a shared link).
+dash.clientside_callback(
+    """function(prompt) {
+        if (!prompt) return [window.dash_clientside.no_update, window.dash_clientside.no_update];
+        return [prompt.text, prompt.prepend_bos ? ["bos"] : []];
+    }""",
+    Output(ids.PROMPT_TEXT, "value"), Output(ids.PROMPT_BOS, "value"), Input(ids.PROMPT, "data"),
+)
+
+
+@dash.callback(Output(ids.PROMPT_TEXT, "value", allow_duplicate=True), Input(ids.PROMPT_PRESET, "value"), prevent_initial_call=True)
+def fill_prompt(preset: str | None):
+    """A preset fills the box; Run makes it the prompt."""
+    return PRESETS[preset] if preset else no_update
 
 
 @dash.callback(
@@ -271,3 +285,66 @@ def dropped_notice(dropped: list[dict], lost_selection: dict | None, n_tokens: i
         lines.append(html.Li(f"the selected coordinate (layer {lost_selection['layer']}, position {lost_selection['position']}, dim {lost_selection['dim']})"))
     lead = f"The prompt has {n_tokens} tokens on this model; dropped what no longer fits it:"
     return html.Div([lead, html.Ul(lines, className="stack")], className="message message-input", id="prompt-dropped", role="status")
+
+
+@dash.callback(
+    Output(ids.PROMPT, "data", allow_duplicate=True), Output(ids.INTERVENTIONS, "data", allow_duplicate=True), Output(ids.MASK, "data", allow_duplicate=True),
+    Output(ids.JOB, "data", allow_duplicate=True), Output(ids.URL_READY, "data"),
+    Input(ids.LOCATION, "search"),
+    State(ids.PROMPT, "data"), State(ids.INTERVENTIONS, "data"), State(ids.MASK, "data"), State(ids.JOB, "data"),
+    prevent_initial_call="initial_duplicate",
+)
+def adopt_url(search: str | None, prompt: dict | None, stack: list | None, mask: dict | None, job: dict | None):
+    """A URL that carries a prompt, a stack, a mask or a job (a shared link, a reload) sets them in
+    this tab; a key it lacks leaves the tab's own value."""
+    if search is None:  # the location is not read yet
+        return no_update, no_update, no_update, no_update, no_update
+    query = {key: values[-1] for key, values in parse_qs(search.lstrip("?"), keep_blank_values=True).items()}
+    return (*adopted(query, prompt, stack, mask, job), True)
+
+
+def adopted(query: dict, prompt: dict | None, stack: list | None, mask: dict | None, job: dict | None) -> tuple:
+    """(prompt, stack, mask, job) as the query sets them; no_update for each it leaves alone."""
+    wanted_prompt = {"text": query["prompt"], "prepend_bos": query.get("bos", "1") != "0"} if query.get("prompt") else None
+    wanted_stack = url_state.decode_stack(query["stack"]) if "stack" in query else None
+    new_mask = no_update
+    if query.get("mask") and query["mask"] != (mask or {}).get("id"):
+        new_mask = listed_mask(query["mask"]) or no_update
+    return (
+        wanted_prompt if wanted_prompt and wanted_prompt != prompt else no_update,
+        wanted_stack if wanted_stack is not None and wanted_stack != stack else no_update,
+        new_mask,
+        {"id": query["job"]} if query.get("job") and query["job"] != (job or {}).get("id") else no_update,
+    )
+
+
+def listed_mask(mask_id: str) -> dict | None:
+    """A server mask as the MASK store keeps it (its manifest, no indices), or None when the server has none by that id."""
+    try:
+        return next((m for m in api().masks()["masks"] if m["id"] == mask_id), None)
+    except ApiProblem:
+        return None
+
+
+@dash.callback(
+    Output(ids.SHELL_QUERY, "data"),
+    Input(ids.PROMPT, "data"), Input(ids.INTERVENTIONS, "data"), Input(ids.MASK, "data"), Input(ids.JOB, "data"), Input(ids.URL_READY, "data"),
+)
+def write_shell_query(prompt: dict | None, stack: list | None, mask: dict | None, job: dict | None, ready: bool):
+    if not ready:
+        return no_update  # the URL still holds what the tab opened with: adopt it before writing over it
+    return url_state.shell_query(prompt, stack, mask, job)
+
+
+dash.clientside_callback(
+    ClientsideFunction("outlier", "writeShell"),
+    Output(ids.URL_SYNCED, "data"), Input(ids.SHELL_QUERY, "data"), Input(ids.LOCATION, "pathname"), Input(ids.LOCATION, "search"),
+)
+
+
+@dash.callback(Output({"type": ids.NAV, "path": ALL}, "href"), Input(ids.VIEWS, "data"))
+def nav_links(views: dict | None):
+    """Each nav link reopens its page as it was left (the shell's keys join the URL on arrival)."""
+    views = views or {}
+    paths = [output["id"]["path"] for output in ctx.outputs_list]
+    return [dash.get_relative_path(path) + (f"?{views[path]}" if views.get(path) else "") for path in paths]

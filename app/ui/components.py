@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import dash
-from dash import ctx, dcc, html
+from dash import Input, Output, State, ctx, dcc, html, no_update
 
+from app.ui import ids, url_state
 from app.ui.client import ApiClient, ApiProblem
 from app.ui.state import split_fitting
 
@@ -105,3 +106,20 @@ def fitting_stack(prompt: dict, model: dict, stack: list[dict]) -> list[dict]:
     from the stack and says so. Raises ApiProblem."""
     n_tokens = len(api().tokenize(prompt["text"], prompt["prepend_bos"])["tokens"])
     return split_fitting(stack, n_tokens, model["n_layers"])[0]
+
+
+def view_in_url(path: str, query_store: str, controls: dict[str, Input], drop: tuple[str, ...] = ()) -> None:
+    """Keep a page's controls (query key -> its Input) in its URL and in the VIEWS store the nav links read.
+
+    The URL is written in the browser; the page's `query_store` (a dcc.Store in its layout) hands
+    the query on to VIEWS. A callback from page inputs straight to a shell store would run on the
+    app's first load, before the page exists, and fail there. `drop`: older keys to remove.
+    """
+    dash.clientside_callback(url_state.view_writer(path, (*controls, *drop)), Output(query_store, "data"), *controls.values())
+
+    @dash.callback(Output(ids.VIEWS, "data", allow_duplicate=True), Input(query_store, "data"), State(ids.VIEWS, "data"), prevent_initial_call=True)
+    def remember_view(query: str | None, views: dict | None):
+        views = views or {}
+        if query is None or views.get(path) == query:
+            return no_update
+        return {**views, path: query}

@@ -21,6 +21,8 @@ DELTAS_DETACH = "deltas-detach"
 DELTAS_MERGE = "deltas-merge"  # a confirm dialog around the merge button
 DELTAS_MESSAGE = "deltas-message"
 
+NAV = "nav-link"  # pattern id {"type": NAV, "path"}: a nav bar link, carrying its page's last query
+
 # ---- per-user state (dcc.Store) ----
 PROMPT = "prompt-store"  # {"text", "prepend_bos"}
 SCAN = "scan-store"  # the last /api/scan answer, with the prompt it belongs to
@@ -29,8 +31,13 @@ INTERVENTIONS = "interventions-store"  # [intervention dicts], the stack
 EFFECT = "effect-store"  # the last /api/intervene answer
 MASK = "mask-store"  # the current selection mask (the API's manifest, indices included)
 JOB = "job-store"  # {"id"} of the fine-tune job this tab follows
+VIEWS = "views-store"  # {page path: its last query string}, for the nav links
+SHELL_QUERY = "shell-query"  # the URL keys every page carries (url_state.shell_query)
+URL_READY = "url-ready"  # true once the shell has adopted what the URL it opened with carries
+URL_SYNCED = "url-synced"  # the clientside URL writer's (unused) output
 
 # ---- overview ----
+OV_QUERY = "ov-query"  # the page's query string, on its way to the VIEWS store
 OV_SITE = "ov-site"
 OV_RULE = "ov-rule"
 OV_CURVE = "ov-curve"
@@ -41,6 +48,7 @@ OV_MESSAGE = "ov-message"
 OV_LOADING = "ov-loading"
 
 # ---- layer explorer ----
+LX_QUERY = "lx-query"  # the page's query string, on its way to the VIEWS store
 LX_LAYER = "lx-layer"
 LX_SITE = "lx-site"
 LX_VIEW = "lx-view"
@@ -65,6 +73,7 @@ LX_INTERVENE_MESSAGE = "lx-intervene-message"
 LX_MASK_MESSAGE = "lx-mask-message"
 
 # ---- attention ----
+AT_QUERY = "at-query"  # the page's query string, on its way to the VIEWS store
 AT_LAYER = "at-layer"
 AT_HEAD = "at-head"
 AT_PATTERN = "at-pattern"
@@ -73,6 +82,7 @@ AT_SINK = "at-sink"
 AT_MESSAGE = "at-message"
 
 # ---- weights ----
+WT_QUERY = "wt-query"  # the page's query string, on its way to the VIEWS store
 WT_RULE = "wt-rule"
 WT_K = "wt-k"
 WT_LAYER = "wt-layer"
@@ -90,6 +100,7 @@ WT_MASK_MESSAGE = "wt-mask-message"
 WT_LISTED = "wt-listed"  # the listed norm outliers of the shown layer, for "add to selection"
 
 # ---- selection ----
+SL_QUERY = "sl-query"  # the page's query string, on its way to the VIEWS store
 SL_NAME = "sl-name"
 SL_BUDGET = "sl-budget"
 SL_RULES = "sl-rules"
@@ -105,6 +116,7 @@ SL_UPLOAD = "sl-upload"
 SL_MESSAGE = "sl-message"
 
 # ---- fine-tune ----
+FT_QUERY = "ft-query"  # the page's query string, on its way to the VIEWS store
 FT_BASELINES = "ft-baselines"
 FT_STEPS = "ft-steps"
 FT_LR = "ft-lr"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dash
 from dash import Input, Output, State, dcc, html, no_update
 
-from app.ui import figures, ids
+from app.ui import figures, ids, url_state
 from app.ui.client import ApiProblem
 from app.ui.components import (
     WAITING,
@@ -17,19 +17,32 @@ from app.ui.components import (
     note,
     problem_box,
     spinner,
+    view_in_url,
 )
 from app.ui.state import cached_scan, describe_intervention, effect_belongs
 
 dash.register_page(__name__, path="/attention", name="Attention", order=2, title="Outlier Lab · Attention")
 
 MEAN = "mean"
+SEED = "at-seed"  # the layer the URL asks for, if any
 
 
-def layout(**_query) -> html.Div:
+def _head(raw: str) -> int | str:
+    return MEAN if raw == MEAN else int(raw)
+
+
+def head_options(n_heads: int) -> list[dict]:
+    return [{"label": "mean of all heads", "value": MEAN}] + [{"label": f"head {h}", "value": h} for h in range(n_heads)]
+
+
+def layout(**query) -> html.Div:
+    layer, head = url_state.read(query, "layer", int, None), url_state.read(query, "head", _head, MEAN)
     return html.Div([
+        dcc.Store(id=ids.AT_QUERY),
+        dcc.Store(id=SEED, data={"layer": layer}),
         html.Div([
-            labelled("Layer", dcc.Slider(id=ids.AT_LAYER, min=0, max=1, step=1, value=0, marks=None, tooltip={"placement": "bottom"}), wide=True),
-            labelled("Head", dcc.Dropdown(id=ids.AT_HEAD, options=[{"label": "mean of all heads", "value": MEAN}], value=MEAN, clearable=False)),
+            labelled("Layer", dcc.Slider(id=ids.AT_LAYER, min=0, max=max(layer or 0, 1), step=1, value=layer or 0, marks=None, tooltip={"placement": "bottom"}), wide=True),
+            labelled("Head", dcc.Dropdown(id=ids.AT_HEAD, options=head_options(0 if head == MEAN else head + 1), value=head, clearable=False)),
         ], className="controls layer-controls"),
         html.Div(id=ids.AT_MESSAGE),
         spinner(dcc.Graph(id=ids.AT_PATTERN, figure=figures.empty_figure("Loading the pattern…"), config={"displaylogo": False})),
@@ -42,14 +55,20 @@ def layout(**_query) -> html.Div:
 
 @dash.callback(
     Output(ids.AT_LAYER, "max"), Output(ids.AT_LAYER, "marks"), Output(ids.AT_LAYER, "value"), Output(ids.AT_HEAD, "options"),
-    Input(ids.MODEL, "data"), State(ids.AT_LAYER, "value"), State(ids.SELECTED, "data"),
+    Input(ids.MODEL, "data"), State(ids.AT_LAYER, "value"), State(ids.SELECTED, "data"), State(SEED, "data"), State(ids.AT_LAYER, "marks"),
+    State(ids.AT_LAYER, "max"),
 )
-def size_pickers(model: dict | None, layer: int, selected: dict | None):
+def size_pickers(model: dict | None, layer: int, selected: dict | None, seed: dict | None = None, marks: dict | None = None, top: int | None = None):
+    """The layer the URL asks for, else the selected coordinate's, else the middle one; once sized
+    for a model, a new description of it (deltas switched) leaves the layer where the user put it."""
     if not model:
         return no_update, no_update, no_update, no_update
     n = model["n_layers"]
-    wanted = selected["layer"] if selected else max(layer or 0, n // 2)
-    heads = [{"label": "mean of all heads", "value": MEAN}] + [{"label": f"head {h}", "value": h} for h in range(model["n_heads"])]
+    heads = head_options(model["n_heads"])
+    if marks and top == n - 1 and layer is not None:  # sized for this model already
+        return no_update, no_update, no_update, heads
+    asked = (seed or {}).get("layer")
+    wanted = asked if asked is not None else selected["layer"] if selected else max(layer or 0, n // 2)
     return n - 1, layer_marks(n), min(wanted, n - 1), heads
 
 
@@ -121,3 +140,6 @@ def show_sinks(prompt: dict, model: dict | None, effect: dict | None, cached: di
     after = [e["sink_share_after"] for e in effect["result"]["layers"]] if effect_belongs(effect, prompt, stack, model) else None
     title = "Sink share per layer" + (" — before and after the interventions" if after else "")
     return figures.sink_curve(scan["sink_share"], after, title), figures.head_sink_heatmap(scan["head_sink_share"])
+
+
+view_in_url("/attention", ids.AT_QUERY, {"layer": Input(ids.AT_LAYER, "value"), "head": Input(ids.AT_HEAD, "value")})

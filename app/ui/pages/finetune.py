@@ -11,7 +11,7 @@ from pathlib import PurePath
 import dash
 from dash import ALL, Input, Output, State, dcc, html, no_update
 
-from app.ui import figures, ids
+from app.ui import figures, ids, url_state
 from app.ui.client import ApiProblem
 from app.ui.components import (
     WAITING,
@@ -24,6 +24,7 @@ from app.ui.components import (
     spinner,
     table,
     user_action,
+    view_in_url,
 )
 from app.ui.state import format_value, options
 
@@ -35,20 +36,23 @@ CHECKPOINT = {"auto": "mask, random and LN runs", "on": "every run", "off": "no 
 ACTIVE = ("queued", "running")
 
 
-def layout(**_query) -> html.Div:
+def layout(**query) -> html.Div:
+    data = query.get("data") if query.get("data") in DATA else "prose"
+    checkpoint = query.get("checkpoint") if query.get("checkpoint") in CHECKPOINT else "auto"
     return html.Div([
+        dcc.Store(id=ids.FT_QUERY),
         dcc.Interval(id=ids.FT_POLL, interval=POLL_MS, disabled=True),
-        dcc.Store(id=ids.FT_LIVE),
+        dcc.Store(id=ids.FT_LIVE, storage_type="session"),  # the live loss history survives a reload
         card("Launch",
              html.Div(id=ids.FT_MASK),
              html.Div([
-                 labelled("Baselines", dcc.Checklist(id=ids.FT_BASELINES, options=[], value=["random"])),
-                 labelled("Steps", dcc.Input(id=ids.FT_STEPS, type="number", value=30, min=1, step=1)),
-                 labelled("Learning rate", dcc.Input(id=ids.FT_LR, type="number", value=1e-3, min=0, step="any"), "sparse runs and LoRA"),
-                 labelled("Data", dcc.RadioItems(id=ids.FT_DATA, options=[{"label": v, "value": k} for k, v in DATA.items()], value="prose")),
-                 labelled("Recompute activations", dcc.RadioItems(id=ids.FT_CHECKPOINT, options=[{"label": v, "value": k} for k, v in CHECKPOINT.items()], value="auto"),
+                 labelled("Baselines", dcc.Checklist(id=ids.FT_BASELINES, options=[], value=url_state.listed(query, "baselines", ["random"]))),
+                 labelled("Steps", dcc.Input(id=ids.FT_STEPS, type="number", value=url_state.read(query, "steps", url_state.number, 30), min=1, step=1)),
+                 labelled("Learning rate", dcc.Input(id=ids.FT_LR, type="number", value=url_state.read(query, "lr", float, 1e-3), min=0, step="any"), "sparse runs and LoRA"),
+                 labelled("Data", dcc.RadioItems(id=ids.FT_DATA, options=[{"label": v, "value": k} for k, v in DATA.items()], value=data)),
+                 labelled("Recompute activations", dcc.RadioItems(id=ids.FT_CHECKPOINT, options=[{"label": v, "value": k} for k, v in CHECKPOINT.items()], value=checkpoint),
                           "in the backward pass: less memory, slower steps"),
-                 labelled("Processes", dcc.Input(id=ids.FT_PROCESSES, type="number", value=None, min=1, max=64, step=1, placeholder="auto"),
+                 labelled("Processes", dcc.Input(id=ids.FT_PROCESSES, type="number", value=url_state.read(query, "processes", int, None), min=1, max=64, step=1, placeholder="auto"),
                           "data-parallel run processes; empty: one per GPU, one on CPU"),
              ], className="controls"),
              dcc.Upload(id=ids.FT_UPLOAD, children=html.Div("Drop a UTF-8 text file (passages split at blank lines), or click to choose"), className="upload"),
@@ -257,3 +261,9 @@ def apply_run(_clicks: list[int], health: dict | None):
         return no_update, problem_box(problem, f"apply {target['run']}/{target['method']}")
     done = f"The served model now computes base + the deltas of {applied['name']} ({applied['run']}/{applied['method']}) on every page."
     return {**(health or {}), "deltas": applied}, note(done, "ok")
+
+
+view_in_url("/finetune", ids.FT_QUERY, {
+    "baselines": Input(ids.FT_BASELINES, "value"), "steps": Input(ids.FT_STEPS, "value"), "lr": Input(ids.FT_LR, "value"), "data": Input(ids.FT_DATA, "value"),
+    "checkpoint": Input(ids.FT_CHECKPOINT, "value"), "processes": Input(ids.FT_PROCESSES, "value"),
+})

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dash
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 
-from app.ui import figures, ids
+from app.ui import figures, ids, url_state
 from app.ui.client import ApiClient, ApiProblem
 from app.ui.components import (
     WAITING,
@@ -23,6 +23,7 @@ from app.ui.components import (
     spinner,
     table,
     user_action,
+    view_in_url,
 )
 from app.ui.state import (
     DEFAULT_SITE,
@@ -47,7 +48,10 @@ dash.register_page(__name__, path="/layer", name="Layer explorer", order=1, titl
 
 SEED = "lx-seed"  # the coordinate a link asked for (/layer?layer=11&position=0&dim=507)
 MATRIX = "lx-matrix"  # the heatmap's data, to map a click back to a coordinate
+FRESH_EFFECT = "lx-fresh-effect"  # results evaluated again after a change elsewhere, on their way to the shell's EFFECT store
+REFRESH_MESSAGE = "lx-refresh-message"  # why they could not be
 VIEWS = {"top": "largest dims", "block": "all dims, pooled"}
+EVAL_SOURCES = {"prompt": "the prompt", "prose": "bundled prose"}
 DROP = "lx-drop"  # pattern id {"type": DROP, "index": i}: the button removing one item of the stack
 MODE_BUTTONS = {ids.LX_ZERO: "zero", ids.LX_MEAN: "mean", ids.LX_SCALE: "scale", ids.LX_SET: "set"}
 
@@ -59,15 +63,21 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def layout(layer: str | None = None, position: str | None = None, dim: str | None = None, site: str | None = None, **_query) -> html.Div:
+def layout(layer: str | None = None, position: str | None = None, dim: str | None = None, site: str | None = None, **query) -> html.Div:
+    """`/layer?layer=11&position=0&dim=507` opens a coordinate; `sel=11:resid_post:0:507` is the selection the page wrote."""
     seed = {"layer": _int(layer), "position": _int(position), "dim": _int(dim), "site": site or DEFAULT_SITE}  # the API refuses an unknown site, in words
+    seed["selected"] = url_state.decode_coordinate(query.get("sel"))
+    view = query.get("view") if query.get("view") in VIEWS else "top"
+    eval_source = query.get("eval") if query.get("eval") in EVAL_SOURCES else "prompt"
     return html.Div([
+        dcc.Store(id=ids.LX_QUERY),
         dcc.Store(id=SEED, data=seed),
         dcc.Store(id=MATRIX),
+        dcc.Store(id=FRESH_EFFECT),
         html.Div([
-            labelled("Layer", dcc.Slider(id=ids.LX_LAYER, min=0, max=1, step=1, value=seed["layer"] or 0, marks=None, tooltip={"placement": "bottom"}), wide=True),
+            labelled("Layer", dcc.Slider(id=ids.LX_LAYER, min=0, max=max(seed["layer"] or 0, 1), step=1, value=seed["layer"] or 0, marks=None, tooltip={"placement": "bottom"}), wide=True),
             labelled("Site", dcc.Dropdown(id=ids.LX_SITE, options=chosen_only(seed["site"]), value=seed["site"], clearable=False)),
-            labelled("Columns", dcc.RadioItems(id=ids.LX_VIEW, options=[{"label": v, "value": k} for k, v in VIEWS.items()], value="top")),
+            labelled("Columns", dcc.RadioItems(id=ids.LX_VIEW, options=[{"label": v, "value": k} for k, v in VIEWS.items()], value=view)),
         ], className="controls layer-controls"),
         html.Div(id=ids.LX_MESSAGE),
         spinner(dcc.Graph(id=ids.LX_HEATMAP, figure=figures.empty_figure("Loading the layer…"), config={"displaylogo": False})),
@@ -78,10 +88,10 @@ def layout(layer: str | None = None, position: str | None = None, dim: str | Non
                      html.Button("Mean-replace", id=ids.LX_MEAN, className="button", n_clicks=0),
                      html.Button("Scale", id=ids.LX_SCALE, className="button", n_clicks=0),
                      html.Button("Set", id=ids.LX_SET, className="button", n_clicks=0),
-                     dcc.Input(id=ids.LX_VALUE, type="number", value=0.5, debounce=True, className="value-input"),
+                     dcc.Input(id=ids.LX_VALUE, type="number", value=url_state.read(query, "value", float, 0.5), debounce=True, className="value-input"),
                      html.Button("Reset", id=ids.LX_RESET, className="button danger", n_clicks=0),
                  ], className="buttons"),
-                 labelled("Perplexity on", dcc.RadioItems(id=ids.LX_EVAL, options=[{"label": "the prompt", "value": "prompt"}, {"label": "bundled prose", "value": "prose"}], value="prompt", inline=True)),
+                 labelled("Perplexity on", dcc.RadioItems(id=ids.LX_EVAL, options=[{"label": v, "value": k} for k, v in EVAL_SOURCES.items()], value=eval_source, inline=True)),
                  html.Div(id=ids.LX_STACK),
                  html.Div([html.Button("Add this dim's weights to the selection", id=ids.LX_ADD_MASK, className="button", n_clicks=0)], className="buttons"),
                  spinner(html.Div(id=ids.LX_MASK_MESSAGE)),
@@ -90,6 +100,7 @@ def layout(layer: str | None = None, position: str | None = None, dim: str | Non
         ], className="row"),
         spinner(
             html.Div(id=ids.LX_INTERVENE_MESSAGE),
+            html.Div(id=REFRESH_MESSAGE),
             html.Div(id=ids.LX_PPL),
             html.Div([
                 html.Div(dcc.Graph(id=ids.LX_EFFECT_CURVE, figure=figures.empty_figure("Intervene to compare layers before and after."), config={"displaylogo": False}), className="half"),
@@ -102,12 +113,16 @@ def layout(layer: str | None = None, position: str | None = None, dim: str | Non
 
 @dash.callback(
     Output(ids.LX_LAYER, "max"), Output(ids.LX_LAYER, "marks"), Output(ids.LX_LAYER, "value"),
-    Input(ids.MODEL, "data"), State(ids.LX_LAYER, "value"), State(SEED, "data"), State(ids.SELECTED, "data"),
+    Input(ids.MODEL, "data"), State(ids.LX_LAYER, "value"), State(SEED, "data"), State(ids.SELECTED, "data"), State(ids.LX_LAYER, "max"), State(ids.LX_LAYER, "marks"),
 )
-def size_slider(model: dict | None, layer: int, seed: dict, selected: dict | None):
+def size_slider(model: dict | None, layer: int, seed: dict, selected: dict | None, top: int | None = None, marks: dict | None = None):
+    """Once the model is known: the layer a link or the selection asks for. Later descriptions of the
+    same model (its deltas switched) leave the layer the user moved to."""
     if not model:
         return no_update, no_update, no_update
     n = model["n_layers"]
+    if marks and top == n - 1 and layer is not None:  # sized for this model already
+        return no_update, no_update, no_update
     wanted = seed["layer"] if seed["layer"] is not None else selected["layer"] if selected else layer
     return n - 1, layer_marks(n), min(max(wanted or 0, 0), n - 1)
 
@@ -160,9 +175,12 @@ def pooled_hint(matrix: dict) -> html.Div | None:
     Output(ids.SELECTED, "data"),
     Input(ids.LX_HEATMAP, "clickData"), Input(SEED, "data"),
     State(MATRIX, "data"), State(ids.LX_LAYER, "value"), State(ids.LX_SITE, "value"),
+    prevent_initial_call=True,  # page inputs, a shell output: it runs once the page is there
 )
 def select_coordinate(click: dict | None, seed: dict, matrix: dict | None, layer: int, site: str):
     if ctx.triggered_id == SEED:
+        if seed.get("selected"):
+            return seed["selected"]
         if seed["layer"] is None or seed["position"] is None or seed["dim"] is None:
             return no_update
         return {"layer": seed["layer"], "site": seed["site"], "position": seed["position"], "dim": seed["dim"], "token": None, "value": None}
@@ -213,25 +231,31 @@ def evaluate(client: ApiClient, prompt: dict, stack: list[dict], eval_source: st
 
 
 @dash.callback(
-    Output(ids.EFFECT, "data", allow_duplicate=True), Output(ids.LX_INTERVENE_MESSAGE, "children", allow_duplicate=True),
+    Output(FRESH_EFFECT, "data"), Output(REFRESH_MESSAGE, "children"),
     Input(ids.PROMPT, "data"), Input(ids.MODEL, "data"), Input(ids.INTERVENTIONS, "data"), Input(SEED, "data"),
     State(ids.LX_EVAL, "value"), State(ids.EFFECT, "data"),
-    prevent_initial_call=True,
 )
 def refresh_effect(prompt: dict, model: dict | None, stack: list[dict] | None, _seed: dict, eval_source: str, effect: dict | None):
     """Results always belong to the prompt and model shown: after a change of either, or of the stack
-    from elsewhere, what still fits is evaluated again. A reload finds its results current and calls nothing."""
+    from elsewhere, what still fits is evaluated again. A reload finds its results current and calls nothing.
+    (Results that no longer belong are not shown: `show_effect` checks.)"""
     if not model or not stack:
-        return (None if effect else no_update), no_update
-    client = api()
+        return no_update, None
     try:
         fits = fitting_stack(prompt, model, stack)
-        if effect_is_current(effect, prompt, model, fits, eval_source):
-            return no_update, no_update
-        result = evaluate(client, prompt, fits, eval_source) if fits else None
+        if not fits or effect_is_current(effect, prompt, model, fits, eval_source):
+            return no_update, None
+        result = evaluate(api(), prompt, fits, eval_source)
     except ApiProblem as problem:
-        return None, problem_box(problem, "run the interventions on this prompt")
-    return (effect_record(prompt, model, fits, eval_source, result) if result else None), None
+        return no_update, problem_box(problem, "run the interventions on this prompt")
+    return effect_record(prompt, model, fits, eval_source, result), None
+
+
+# The page's own store, then the shell's: a callback from shell inputs to a shell store that also
+# listens to the page would fire while another page is shown, and fail there.
+@dash.callback(Output(ids.EFFECT, "data", allow_duplicate=True), Input(FRESH_EFFECT, "data"), prevent_initial_call=True)
+def keep_effect(fresh: dict | None):
+    return fresh or no_update
 
 
 @dash.callback(
@@ -330,3 +354,9 @@ def add_dim_to_mask(_n: int, selected: dict | None, mask: dict | None):
         return no_update, problem_box(problem, "add to the selection")
     done = f"Added the norm entry, the reading columns and the writing rows of dim {selected['dim']} in layer {selected['layer']}. Now {mask_line(mask)}."
     return mask, note(done, "ok")
+
+
+view_in_url("/layer", ids.LX_QUERY, {
+    "layer": Input(ids.LX_LAYER, "value"), "site": Input(ids.LX_SITE, "value"), "view": Input(ids.LX_VIEW, "value"), "eval": Input(ids.LX_EVAL, "value"),
+    "value": Input(ids.LX_VALUE, "value"), "sel": Input(ids.SELECTED, "data"),
+}, drop=("position", "dim"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dash
 from dash import Input, Output, State, dcc, html
 
-from app.ui import figures, ids
+from app.ui import figures, ids, url_state
 from app.ui.client import ApiProblem
 from app.ui.components import (
     WAITING,
@@ -18,6 +18,7 @@ from app.ui.components import (
     problem_box,
     spinner,
     table,
+    view_in_url,
 )
 from app.ui.state import (
     DEFAULT_SITE,
@@ -34,12 +35,14 @@ dash.register_page(__name__, path="/", name="Overview", order=0, title="Outlier 
 FRESH_SCAN = "ov-fresh-scan"  # a scan this page just fetched, on its way to the shell's SCAN store
 
 
-def layout(**_query) -> html.Div:
+def layout(**query) -> html.Div:
+    site, rule = query.get("site") or DEFAULT_SITE, query.get("rule") or "paper"
     return html.Div([
+        dcc.Store(id=ids.OV_QUERY),
         dcc.Store(id=FRESH_SCAN),
         html.Div([
-            labelled("Site", dcc.Dropdown(id=ids.OV_SITE, options=chosen_only(DEFAULT_SITE), value=DEFAULT_SITE, clearable=False)),
-            labelled("Massive-activation rule", dcc.RadioItems(id=ids.OV_RULE, options=[], value="paper")),
+            labelled("Site", dcc.Dropdown(id=ids.OV_SITE, options=chosen_only(site), value=site, clearable=False)),
+            labelled("Massive-activation rule", dcc.RadioItems(id=ids.OV_RULE, options=chosen_only(rule), value=rule)),
         ], className="controls"),
         spinner(
             html.Div(id=ids.OV_MESSAGE),
@@ -119,3 +122,6 @@ def show_scan(prompt: dict, model: dict | None, site: str, rule: str, cached: di
 def keep_scan(fresh: dict | None):
     """The attention and weights pages reuse it for the same prompt and model."""
     return fresh or dash.no_update
+
+
+view_in_url("/", ids.OV_QUERY, {"site": Input(ids.OV_SITE, "value"), "rule": Input(ids.OV_RULE, "value")})

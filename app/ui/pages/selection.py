@@ -8,7 +8,7 @@ import base64
 import dash
 from dash import Input, Output, State, dcc, html, no_update
 
-from app.ui import ids
+from app.ui import ids, url_state
 from app.ui.client import ApiClient, ApiProblem
 from app.ui.components import (
     api,
@@ -20,6 +20,7 @@ from app.ui.components import (
     spinner,
     table,
     user_action,
+    view_in_url,
 )
 from app.ui.state import options
 
@@ -32,8 +33,10 @@ SOURCE = "sl-source"
 SOURCES = {"prompt": "the prompt", "corpus": "bundled prose"}
 
 
-def layout(**_query) -> html.Div:
+def layout(**query) -> html.Div:
+    source = query.get("source") if query.get("source") in SOURCES else "prompt"
     return html.Div([
+        dcc.Store(id=ids.SL_QUERY),
         dcc.Store(id=MOUNTED, data=True),
         spinner(html.Div(id=ids.SL_MESSAGE)),  # suggest and import take a forward pass or a file check
         card("Current mask",
@@ -47,12 +50,13 @@ def layout(**_query) -> html.Div:
         html.Div([
             card("Suggest from outliers",
                  html.Div([
-                     labelled("Name", dcc.Input(id=ids.SL_NAME, type="text", value="outlier rules")),
-                     labelled("Budget (parameters)", dcc.Input(id=ids.SL_BUDGET, type="number", value=4096, min=1, step=1)),
-                     labelled("Layer window n", dcc.Input(id=ids.SL_WINDOW, type="number", value=0, min=0, step=1), "keep one norm layer per ±n (0: off)"),
-                     labelled("Read activations of", dcc.RadioItems(id=SOURCE, options=[{"label": v, "value": k} for k, v in SOURCES.items()], value="prompt")),
+                     labelled("Name", dcc.Input(id=ids.SL_NAME, type="text", value=query.get("name") or "outlier rules")),
+                     labelled("Budget (parameters)", dcc.Input(id=ids.SL_BUDGET, type="number", value=url_state.read(query, "budget", int, 4096), min=1, step=1)),
+                     labelled("Layer window n", dcc.Input(id=ids.SL_WINDOW, type="number", value=url_state.read(query, "window", int, 0), min=0, step=1),
+                              "keep one norm layer per ±n (0: off)"),
+                     labelled("Read activations of", dcc.RadioItems(id=SOURCE, options=[{"label": v, "value": k} for k, v in SOURCES.items()], value=source)),
                  ], className="controls"),
-                 labelled("Rules, in priority order", dcc.Checklist(id=ids.SL_RULES, options=[], value=[])),
+                 labelled("Rules, in priority order", dcc.Checklist(id=ids.SL_RULES, options=[], value=url_state.listed(query, "rules", None))),
                  html.Div([html.Button("Suggest", id=ids.SL_SUGGEST, className="button primary", n_clicks=0)], className="buttons"),
                  class_name="half"),
             card("Import or reopen",
@@ -64,12 +68,12 @@ def layout(**_query) -> html.Div:
     ])
 
 
-@dash.callback(Output(ids.SL_RULES, "options"), Output(ids.SL_RULES, "value"), Input(ids.VOCAB, "data"))
-def offer_rules(vocab: dict | None):
-    """Every mask rule, all ticked, in the API's default priority order."""
+@dash.callback(Output(ids.SL_RULES, "options"), Output(ids.SL_RULES, "value"), Input(ids.VOCAB, "data"), State(ids.SL_RULES, "value"))
+def offer_rules(vocab: dict | None, ticked: list[str] | None = None):
+    """Every mask rule in the API's default priority order, all ticked unless the URL ticked some."""
     if not vocab:
         return no_update, no_update
-    return options(vocab["mask_rules"]), list(vocab["mask_rules"])
+    return options(vocab["mask_rules"]), list(vocab["mask_rules"]) if ticked is None else no_update
 
 
 @dash.callback(Output(SAVED, "options"), Input(ids.MASK, "data"), Input(ids.MODEL, "data"), Input(MOUNTED, "data"))
@@ -160,3 +164,9 @@ def export(_j, _s, mask: dict | None):
         return no_update, problem_box(problem, "export the mask")
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in mask["name"]).strip("-.") or "mask"
     return dcc.send_bytes(data, f"{safe}.{file_format}"), None
+
+
+view_in_url("/selection", ids.SL_QUERY, {
+    "name": Input(ids.SL_NAME, "value"), "budget": Input(ids.SL_BUDGET, "value"), "window": Input(ids.SL_WINDOW, "value"), "source": Input(SOURCE, "value"),
+    "rules": Input(ids.SL_RULES, "value"),
+})

@@ -7,13 +7,14 @@ from __future__ import annotations
 import dash
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 
-from app.ui import figures, ids
+from app.ui import figures, ids, url_state
 from app.ui.client import ApiClient, ApiProblem
 from app.ui.components import (
     WAITING,
     add_to_mask,
     api,
     card,
+    chosen_only,
     labelled,
     layer_marks,
     mask_line,
@@ -22,6 +23,7 @@ from app.ui.components import (
     spinner,
     table,
     user_action,
+    view_in_url,
 )
 from app.ui.state import cached_scan, options
 
@@ -30,15 +32,22 @@ dash.register_page(__name__, path="/weights", name="Weights", order=3, title="Ou
 SUMMARY = "wt-summary"  # read_summary's answer: norm statistics, the prompt's massive dims, the norms at the dims compared
 NORM_HIST = "wt-norm-hist"  # pattern-matched: one histogram per norm of the layer
 MAX_OVERVIEW_DIMS = 40
+SEED = "wt-seed"  # the layer the URL asks for, if any
+FOCUSED = "wt-focused"  # true once the layer slider was placed: later summaries (a new k) leave it where it is
 
 
-def layout(**_query) -> html.Div:
+def layout(**query) -> html.Div:
+    rule, k, layer = query.get("rule") or "sigma", url_state.read(query, "k", float, None), url_state.read(query, "layer", int, None)
+    matrix = query.get("matrix")
     return html.Div([
+        dcc.Store(id=ids.WT_QUERY),
         dcc.Store(id=SUMMARY),
+        dcc.Store(id=SEED, data={"layer": layer}),
+        dcc.Store(id=FOCUSED, data=False),
         html.Div([
-            labelled("Outlier rule", dcc.RadioItems(id=ids.WT_RULE, options=[], value="sigma", inline=True)),
-            labelled("k", dcc.Input(id=ids.WT_K, type="number", min=0, step="any", debounce=True), "σ multiples; percentile: 50 < k < 100"),
-            labelled("Layer", dcc.Slider(id=ids.WT_LAYER, min=0, max=1, step=1, value=0, marks=None, tooltip={"placement": "bottom"}), wide=True),
+            labelled("Outlier rule", dcc.RadioItems(id=ids.WT_RULE, options=chosen_only(rule), value=rule, inline=True)),
+            labelled("k", dcc.Input(id=ids.WT_K, type="number", min=0, step="any", debounce=True, value=k), "σ multiples; percentile: 50 < k < 100"),
+            labelled("Layer", dcc.Slider(id=ids.WT_LAYER, min=0, max=max(layer or 0, 1), step=1, value=layer or 0, marks=None, tooltip={"placement": "bottom"}), wide=True),
         ], className="controls layer-controls"),
         html.Div(id=ids.WT_MESSAGE),
         spinner(html.Div(id=ids.WT_HISTOGRAM, className="row")),
@@ -53,7 +62,7 @@ def layout(**_query) -> html.Div:
             html.Div(dcc.Graph(id=ids.WT_OVERVIEW, figure=figures.empty_figure(""), config={"displaylogo": False}), className="half"),
         ], className="row")),
         card("Projection matrix",
-             labelled("Matrix", dcc.Dropdown(id=ids.WT_MATRIX, options=[], placeholder="pick a matrix of this layer")),
+             labelled("Matrix", dcc.Dropdown(id=ids.WT_MATRIX, options=chosen_only(matrix) if matrix else [], value=matrix, placeholder="pick a matrix of this layer")),
              html.Div(id=ids.WT_NOTE),
              spinner(html.Div([
                  html.Div(dcc.Graph(id=ids.WT_MATRIX_HIST, figure=figures.empty_figure("Pick a matrix."), config={"displaylogo": False}), className="half"),
@@ -96,10 +105,13 @@ def offer_rules(vocab: dict | None):
     return options(vocab["weight_rules"]) if vocab else no_update
 
 
-@dash.callback(Output(ids.WT_K, "value"), Input(ids.WT_RULE, "value"), Input(ids.VOCAB, "data"))
-def default_k(rule: str, vocab: dict | None):
-    """The rule's default threshold, whenever the rule changes (and once the vocabulary arrives)."""
-    return vocab["weight_rules"][rule]["k"] if vocab else no_update
+@dash.callback(Output(ids.WT_K, "value"), Input(ids.WT_RULE, "value"), Input(ids.VOCAB, "data"), State(ids.WT_K, "value"))
+def default_k(rule: str, vocab: dict | None, k: float | None = None):
+    """The rule's default threshold whenever the user picks a rule, and once the vocabulary arrives
+    when no k is set yet (a k from the URL stays)."""
+    if not vocab or (k is not None and user_action() != ids.WT_RULE):
+        return no_update
+    return vocab["weight_rules"][rule]["k"]
 
 
 def read_summary(client: ApiClient, rule: str, k: float, prompt: dict, model: dict, cached: dict | None) -> dict:
@@ -129,21 +141,31 @@ def norms_at_dims_figure(summary: dict):
 @dash.callback(
     Output(SUMMARY, "data"), Output(ids.WT_ACROSS, "figure"), Output(ids.WT_OVERVIEW, "figure"), Output(ids.WT_MESSAGE, "children"),
     Output(ids.WT_LAYER, "max"), Output(ids.WT_LAYER, "marks"), Output(ids.WT_LAYER, "value"),
+    Output(FOCUSED, "data"),
     Input(ids.MODEL, "data"), Input(ids.WT_RULE, "value"), Input(ids.WT_K, "value"), Input(ids.PROMPT, "data"), State(ids.SCAN, "data"),
-    State(ids.WT_LAYER, "value"), State(SUMMARY, "data"),
+    State(ids.WT_LAYER, "value"), State(SEED, "data"), State(FOCUSED, "data"),
 )
-def load_summary(model: dict | None, rule: str, k: float | None, prompt: dict, cached: dict | None, layer: int, previous: dict | None):
+def load_summary(model: dict | None, rule: str, k: float | None, prompt: dict, cached: dict | None, layer: int, seed: dict, focused: bool):
+    unchanged = (no_update,) * 4
     if not model:
-        return None, figures.empty_figure(WAITING), figures.empty_figure(""), None, no_update, no_update, no_update
+        return None, figures.empty_figure(WAITING), figures.empty_figure(""), None, *unchanged
     if k is None:  # cleared by the user, or the rule's default still on its way with the vocabulary
-        return no_update, no_update, no_update, problem_box("k: give a number") if user_action() == ids.WT_K else no_update, no_update, no_update, no_update
+        return no_update, no_update, no_update, problem_box("k: give a number") if user_action() == ids.WT_K else no_update, *unchanged
     try:
         summary = read_summary(api(), rule, k, prompt, model, cached)
     except ApiProblem as problem:
-        return None, figures.empty_figure("No statistics: see the message above."), figures.empty_figure(""), problem_box(problem, "read the weight statistics"), no_update, no_update, no_update
+        return None, figures.empty_figure("No statistics: see the message above."), figures.empty_figure(""), problem_box(problem, "read the weight statistics"), *unchanged
     n = model["n_layers"]
-    focus = layer if previous else summary["focus"]  # open where the massive activation appears
-    return summary, figures.norm_summary(summary["weights"]), norms_at_dims_figure(summary), summary_notes(summary, model), n - 1, layer_marks(n), focus
+    return (summary, figures.norm_summary(summary["weights"]), norms_at_dims_figure(summary), summary_notes(summary, model), n - 1, layer_marks(n),
+            min(placed_layer(layer, seed, focused, summary), n - 1), True)
+
+
+def placed_layer(layer: int, seed: dict, focused: bool, summary: dict) -> int:
+    """Where the slider goes with a new summary: where the user left it once placed (an invalid k
+    in between changes nothing); first, the URL's layer, else where the massive activation appears."""
+    if focused:
+        return layer
+    return seed["layer"] if seed["layer"] is not None else summary["focus"]
 
 
 def norm_graph(stats: dict, summary: dict) -> html.Div:
@@ -241,3 +263,8 @@ def added_line(parts: list[dict]) -> str:
     added = sum(len(p["index"]) for p in parts)
     kind = parts[0]["kind"] if added != 1 else {"entries": "entry", "rows": "row", "columns": "column"}[parts[0]["kind"]]
     return f"{added} {kind} of {', '.join(sorted({p['parameter'] for p in parts}))}"
+
+
+view_in_url("/weights", ids.WT_QUERY, {
+    "rule": Input(ids.WT_RULE, "value"), "k": Input(ids.WT_K, "value"), "layer": Input(ids.WT_LAYER, "value"), "matrix": Input(ids.WT_MATRIX, "value"),
+})

@@ -1,0 +1,47 @@
+/* Outlier Lab in the browser: a view's state in its URL, Enter in a slider's number box, figure export.
+   Loaded by Dash from assets/ on every page. */
+
+window.outlierLab = {
+  format(value) {
+    if (value === null || value === undefined) return null;
+    if (Array.isArray(value)) return value.join(",");
+    if (typeof value === "object") return [value.layer, value.site, value.position, value.dim].join(":");
+    return value === "" ? null : String(value);
+  },
+
+  /* Set (or, for null, remove) query keys of the current URL without a page load or a history entry. */
+  merge(values) {
+    const url = new URL(window.location.href);
+    for (const [key, value] of Object.entries(values)) {
+      if (value === null || value === undefined) url.searchParams.delete(key);
+      else url.searchParams.set(key, value);
+    }
+    if (url.href !== window.location.href) window.history.replaceState(window.history.state, "", url.pathname + url.search + url.hash);
+  },
+
+  /* args: the page's control values in `keys` order; keys past the values (links' older
+     spellings) are removed from the URL. Returns the page's own query string. */
+  writeView(path, keys, args) {
+    if (window.location.pathname !== path) return window.dash_clientside.no_update;
+    const values = {};
+    keys.forEach((key, i) => { values[key] = i < args.length ? this.format(args[i]) : null; });
+    this.merge(values);
+    const own = new URLSearchParams();
+    keys.forEach((key) => { if (values[key] !== null) own.set(key, values[key]); });
+    return own.toString();
+  },
+};
+
+window.dash_clientside = Object.assign({}, window.dash_clientside, {
+  outlier: {
+    writeShell(query) {
+      if (query) window.outlierLab.merge(query);
+      return window.dash_clientside.no_update;
+    },
+  },
+});
+
+/* A slider's number box commits on blur only: Enter commits too. */
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && event.target.matches(".dash-slider-container input[type=number]")) event.target.blur();
+});
