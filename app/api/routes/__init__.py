@@ -16,6 +16,7 @@ from app.api.routes import (
     masks,
     model,
     scan,
+    sweeps,
     tokenize,
     vocab,
     weights,
@@ -23,5 +24,5 @@ from app.api.routes import (
 
 api_router = APIRouter(prefix="/api")
 api_router.include_router(health.router)
-for module in (vocab, model, deltas, scan, tokenize, activations, attention, weights, layer_weights, intervene, masks, jobs):
+for module in (vocab, model, deltas, scan, tokenize, activations, attention, weights, layer_weights, intervene, masks, jobs, sweeps):
     api_router.include_router(module.router, dependencies=[Depends(require_api_key)])

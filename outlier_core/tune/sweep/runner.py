@@ -46,6 +46,16 @@ DRIVER_LOG = "sweep.log"
 
 
 @dataclass(frozen=True)
+class TrialProgress:
+    """A running trial's last status, as its run process wrote it."""
+
+    step: int
+    total: int
+    loss: float | None = None
+    phase: str | None = None
+
+
+@dataclass(frozen=True)
 class TrialView:
     """A trial as the sweep's JSON shows it."""
 
@@ -61,6 +71,7 @@ class TrialView:
     folder: str
     launches: int
     error: str | None = None
+    progress: TrialProgress | None = None  # while it runs
 
 
 @dataclass(frozen=True)
@@ -72,10 +83,10 @@ class SweepOutcome:
     files: dict[str, str] = field(default_factory=dict)  # what was written -> its path
 
 
-def trial_view(record: TrialRecord, reused: bool) -> TrialView:
+def trial_view(record: TrialRecord, reused: bool, progress: TrialProgress | None = None) -> TrialView:
     return TrialView(
         record.method, record.budget, record.seed, record.setting, record.trainable, record.state, reused, record.metrics,
-        record.key, record.folder, record.launches, record.error,
+        record.key, record.folder, record.launches, record.error, progress,
     )
 
 
@@ -116,9 +127,11 @@ def run_sweep(
         raise
     records = store.trials(sid)
     state = "done" if all(r.state == "done" for r in records) else "cancelled" if should_stop() else "failed"
-    store.set_sweep(sid, state)
     summary = summarise(records)
-    files = write_results(store, sid, summary, plots)
+    try:
+        files = write_results(store, sid, summary, plots)
+    finally:
+        store.set_sweep(sid, state)  # after the files: a sweep that reads done has its tables
     return SweepOutcome(sid, state, [trial_view(r, r.key in done_before) for r in records], summary, files)
 
 
@@ -190,18 +203,20 @@ def write_results(store: SweepStore, sid: str, summary: list[SummaryRow], plots:
 # ---- a registered sweep as a process of its own (what the API starts) ----
 
 
-def launch_driver(root: str | Path, sid: str, python: str = sys.executable) -> int:
+def launch_driver(root: str | Path, sid: str, options: LaunchOptions = LaunchOptions()) -> psutil.Process:
     """Start `python -m outlier_core.tune.sweep.runner` for a registered sweep, in a session of
-    its own (it outlives whoever started it); returns its pid. Its log: ROOT/<sweep>/sweep.log."""
+    its own (it outlives whoever started it). Its log: ROOT/<sweep>/sweep.log."""
     folder = Path(root) / sid
     folder.mkdir(parents=True, exist_ok=True)
+    command = [options.python, "-m", "outlier_core.tune.sweep.runner", "--root", str(Path(root).resolve()), "--sweep", sid]
+    command += ["--cancel-timeout-s", str(options.cancel_timeout_s)] + (["--memory-mb", str(options.memory_mb)] if options.memory_mb else [])
     with open(folder / DRIVER_LOG, "ab") as out:
         process = subprocess.Popen(
-            [python, "-m", "outlier_core.tune.sweep.runner", "--root", str(Path(root).resolve()), "--sweep", sid],
+            command,
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-    return process.pid
+    return psutil.Process(process.pid)
 
 
 def driver_alive(pid: int | None, started: float | None) -> bool:
@@ -220,13 +235,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", required=True, help="the store's folder (sweeps.sqlite)")
     parser.add_argument("--sweep", required=True, help="the sweep's id")
     parser.add_argument("--concurrent", type=int, default=1, help="trials at a time (default: %(default)s)")
+    parser.add_argument("--memory-mb", type=int, default=None, help="address-space cap of each CPU trial process")
+    parser.add_argument("--cancel-timeout-s", type=float, default=30.0, help="after SIGTERM, how long a trial may take to stop")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())
     config = SweepStore(args.root).sweep(args.sweep).config
-    outcome = run_sweep(args.root, config, concurrent=args.concurrent, should_stop=stop.is_set)
+    options = LaunchOptions(memory_mb=args.memory_mb, cancel_timeout_s=args.cancel_timeout_s)
+    outcome = run_sweep(args.root, config, options, concurrent=args.concurrent, should_stop=stop.is_set)
     log.info("sweep %s %s", outcome.sweep, outcome.state)
     return 0
 
