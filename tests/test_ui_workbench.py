@@ -162,3 +162,52 @@ def test_every_page_reopens_as_it_was_left_from_the_nav_bar_and_after_a_reload(t
     expect(page.locator("#ft-steps")).to_have_value("7")
     expect(page.locator("#ft-lr")).to_have_value("0.02")
     expect(page.locator("#ft-checkpoint input[value=off]")).to_be_checked()
+
+
+def a_mask(api, name: str = "two rows") -> dict:
+    part = {"parameter": "model.layers.1.mlp.down_proj.weight", "kind": "rows", "index": [3, 7], "source": "test"}
+    return httpx.post(api.url + "/api/masks", json={"name": name, "parts": [part]}, timeout=60).json()
+
+
+def job_ids(api) -> set[str]:
+    return {j["id"] for j in httpx.get(api.url + "/api/jobs", timeout=10).json()["jobs"]}
+
+
+def test_a_double_click_starts_one_job_and_every_job_can_be_followed_and_cancelled(tiny_stack, page: Page) -> None:
+    api, ui = tiny_stack
+    mask = a_mask(api)
+    page.goto(f"{ui.url}/finetune?mask={mask['id']}&steps=100000&baselines=")  # a link names the mask and the form
+    expect(page.locator("#ft-mask")).to_contain_text("two rows")
+    before = job_ids(api)
+    page.get_by_role("button", name="Start fine-tune", exact=True).dblclick()
+    expect(page.locator("#ft-message")).to_contain_text("Started job")
+    page.wait_for_timeout(2000)
+    started = job_ids(api) - before
+    assert len(started) == 1
+    first = started.pop()
+    expect(page.locator("#ft-state[data-state=running]")).to_be_visible()
+
+    page.get_by_role("button", name="Start fine-tune", exact=True).click()  # a second job, on purpose
+    expect(page.locator("#ft-message")).not_to_contain_text(first)
+    second = (job_ids(api) - before - {first}).pop()
+    jobs = page.locator(".jobs-table")
+    expect(jobs.locator("tr", has_text=first)).to_be_visible()
+    expect(jobs.locator("tr.following", has_text=second)).to_be_visible()
+
+    jobs.locator("tr", has_text=first).get_by_role("button", name="Follow").click()  # back to the first
+    expect(jobs.locator("tr.following", has_text=first)).to_be_visible()
+    for job in (first, second):
+        row = jobs.locator("tr", has_text=job)
+        row.get_by_role("button", name="Cancel job").click()
+        expect(row).to_contain_text("cancelled")
+    expect(page.locator("#ft-state[data-state=cancelled]")).to_be_visible()
+
+
+def test_the_form_says_what_is_wrong_with_steps_and_warns_about_a_wild_learning_rate(tiny_stack, page: Page) -> None:
+    api, ui = tiny_stack
+    page.goto(f"{ui.url}/finetune?mask={a_mask(api)['id']}")
+    page.locator("#ft-steps").fill("2.5")
+    page.get_by_role("button", name="Start fine-tune", exact=True).click()
+    expect(page.locator("#ft-message")).to_contain_text("steps: give a whole number of steps, 1 or more (not 2.5)")
+    page.locator("#ft-lr").fill("1e9")
+    expect(page.locator("#ft-lr-warning")).to_contain_text("far above the usual range")

@@ -182,6 +182,9 @@ class ApiClient:
                 "processes": processes}
         return self._call("POST", "/api/finetune", json=body)
 
+    def jobs(self) -> dict:
+        return self._call("GET", "/api/jobs", timeout=QUICK_TIMEOUT_S)
+
     def job(self, job_id: str) -> dict:
         return self._call("GET", f"/api/jobs/{job_id}", timeout=QUICK_TIMEOUT_S)
 
@@ -193,6 +196,23 @@ class ApiClient:
 
     def runs(self) -> dict:
         return self._call("GET", "/api/runs")
+
+    # ---- sweeps ----
+
+    def start_sweep(self, body: dict) -> dict:
+        return self._call("POST", "/api/sweeps", json=body)
+
+    def sweeps(self) -> dict:
+        return self._call("GET", "/api/sweeps", timeout=QUICK_TIMEOUT_S)
+
+    def sweep(self, sweep_id: str) -> dict:
+        return self._call("GET", f"/api/sweeps/{sweep_id}", timeout=QUICK_TIMEOUT_S)
+
+    def cancel_sweep(self, sweep_id: str) -> dict:
+        return self._call("POST", f"/api/sweeps/{sweep_id}/cancel", timeout=QUICK_TIMEOUT_S)
+
+    def sweep_file(self, sweep_id: str, name: str) -> bytes:
+        return self._call("GET", f"/api/sweeps/{sweep_id}/files/{name}", raw=True)
 
     # ---- a run's deltas on the served model ----
 

@@ -139,3 +139,5 @@ FT_MASK = "ft-mask"
 FT_LIVE = "ft-live"  # loss points sampled from the job status while it runs
 FT_APPLY = "ft-apply"  # pattern id {"type": FT_APPLY, "run", "method", "table"}: a run's "apply" button
 FT_APPLY_MESSAGE = "ft-apply-message"
+FT_JOBS = "ft-jobs"  # every job on the server, with follow and cancel
+FT_LR_WARNING = "ft-lr-warning"

@@ -31,6 +31,12 @@ from app.ui.state import format_value, options
 dash.register_page(__name__, path="/finetune", name="Fine-tune", order=5, title="Outlier Lab · Fine-tune")
 
 POLL_MS = 1_000
+JOBS_POLL_MS = 2_000
+JOBS_POLL = "ft-jobs-poll"
+JOBS_SEEN = "ft-jobs-seen"  # the listed jobs as last drawn: the table is redrawn only when they change
+JOB_MESSAGE = "ft-job-message"
+JOB_BUTTON = "ft-job-button"  # pattern id {"type": JOB_BUTTON, "job", "action": "follow" | "cancel"}
+USUAL_LR = (1e-6, 1.0)  # a learning rate outside this range almost surely diverges or does nothing
 DATA = {"prose": "bundled prose", "code": "bundled code", "upload": "my text file"}
 CHECKPOINT = {"auto": "mask, random and LN runs", "on": "every run", "off": "no run"}
 ACTIVE = ("queued", "running")
@@ -42,13 +48,18 @@ def layout(**query) -> html.Div:
     return html.Div([
         dcc.Store(id=ids.FT_QUERY),
         dcc.Interval(id=ids.FT_POLL, interval=POLL_MS, disabled=True),
+        dcc.Interval(id=JOBS_POLL, interval=JOBS_POLL_MS),
+        dcc.Store(id=JOBS_SEEN),
         dcc.Store(id=ids.FT_LIVE, storage_type="session"),  # the live loss history survives a reload
         card("Launch",
              html.Div(id=ids.FT_MASK),
              html.Div([
                  labelled("Baselines", dcc.Checklist(id=ids.FT_BASELINES, options=[], value=url_state.listed(query, "baselines", ["random"]))),
-                 labelled("Steps", dcc.Input(id=ids.FT_STEPS, type="number", value=url_state.read(query, "steps", url_state.number, 30), min=1, step=1)),
-                 labelled("Learning rate", dcc.Input(id=ids.FT_LR, type="number", value=url_state.read(query, "lr", float, 1e-3), min=0, step="any"), "sparse runs and LoRA"),
+                 labelled("Steps", dcc.Input(id=ids.FT_STEPS, type="number", value=url_state.read(query, "steps", url_state.number, 30), min=1, step="any")),  # any: 2.5 reaches the check and is refused in words
+                 labelled("Learning rate", html.Div([
+                     dcc.Input(id=ids.FT_LR, type="number", value=url_state.read(query, "lr", float, 1e-3), min=0, step="any"),
+                     html.Div(id=ids.FT_LR_WARNING, className="field-warning"),
+                 ]), "sparse runs and LoRA"),
                  labelled("Data", dcc.RadioItems(id=ids.FT_DATA, options=[{"label": v, "value": k} for k, v in DATA.items()], value=data)),
                  labelled("Recompute activations", dcc.RadioItems(id=ids.FT_CHECKPOINT, options=[{"label": v, "value": k} for k, v in CHECKPOINT.items()], value=checkpoint),
                           "in the backward pass: less memory, slower steps"),
@@ -63,6 +74,7 @@ def layout(**query) -> html.Div:
              ], className="buttons")),
         spinner(html.Div(id=ids.FT_MESSAGE)),
         card("Progress", html.Div(id=ids.FT_PROGRESS), html.Div(id=ids.FT_STATUS)),
+        card("Jobs on the server", spinner(html.Div(id=JOB_MESSAGE)), html.Div(id=ids.FT_JOBS, className="table-scroll")),
         html.Div(id=ids.FT_RESULTS),
         spinner(html.Div(id=ids.FT_APPLY_MESSAGE)),
         html.Div([
@@ -107,6 +119,7 @@ def _uploaded_text(contents: str | None) -> str | None:
     State(ids.MASK, "data"), State(ids.FT_BASELINES, "value"), State(ids.FT_STEPS, "value"), State(ids.FT_LR, "value"),
     State(ids.FT_DATA, "value"), State(ids.FT_UPLOAD, "contents"), State(ids.FT_CHECKPOINT, "value"), State(ids.JOB, "data"),
     State(ids.FT_PROCESSES, "value"),
+    running=[(Output(ids.FT_START, "disabled"), True, False)],  # one launch at a time: a second click while the first is pending does nothing
     prevent_initial_call=True,
 )
 def start_or_cancel(_s, _c, mask: dict | None, baselines: list[str], steps: int | None, lr: float | None, data: str, contents: str | None,
@@ -135,8 +148,9 @@ def started(mask: dict | None, baselines: list[str], steps: int | None, lr: floa
     """(the job to follow, what happened) after the start button, or (no_update, why not)."""
     if not mask:
         return no_update, problem_box("Build or pick a mask on the Selection page first.")
-    if not steps or steps < 1 or not lr or lr <= 0:
-        return no_update, problem_box("steps and learning rate: give positive numbers")
+    refusal = form_refusal(steps, lr)
+    if refusal:
+        return no_update, problem_box(refusal)
     text = _uploaded_text(contents) if data == "upload" else None
     if data == "upload" and not text:
         return no_update, problem_box("data: choose a UTF-8 text file first")
@@ -145,7 +159,29 @@ def started(mask: dict | None, baselines: list[str], steps: int | None, lr: floa
                                       checkpoint=checkpoint, processes=int(processes) if processes else None)
     except ApiProblem as problem:
         return no_update, problem_box(problem, "start the fine-tune")
-    return {"id": status["id"]}, note(f"Started job {status['id']}; its progress follows below.", "ok")
+    return {"id": status["id"]}, note(f"Started job {status['id']}; its progress follows below.{lr_warning(lr) or ''}", "ok")
+
+
+def form_refusal(steps: float | None, lr: float | None) -> str | None:
+    """Why the form cannot start a run, in words; None when it can."""
+    if steps is None or steps < 1 or steps != int(steps):
+        return f"steps: give a whole number of steps, 1 or more{f' (not {steps:g})' if steps is not None else ''}"
+    if lr is None or lr <= 0:
+        return "learning rate: give a number above 0"
+    return None
+
+
+def lr_warning(lr: float | None) -> str | None:
+    """A word about a learning rate far outside the usual range (the run still starts)."""
+    if lr is None or lr <= 0 or USUAL_LR[0] <= lr <= USUAL_LR[1]:
+        return None
+    side = "above" if lr > USUAL_LR[1] else "below"
+    return f" Learning rate {lr:g} is far {side} the usual range ({USUAL_LR[0]:g} to {USUAL_LR[1]:g}): the run will likely {'diverge' if side == 'above' else 'change nothing'}."
+
+
+@dash.callback(Output(ids.FT_LR_WARNING, "children"), Input(ids.FT_LR, "value"))
+def warn_lr(lr: float | None):
+    return (lr_warning(lr) or "").strip() or None
 
 
 def progress_view(status: dict) -> list:
@@ -154,7 +190,7 @@ def progress_view(status: dict) -> list:
         share = 1.0
     bar = html.Div(html.Div(className=f"progress-bar {status['state']}", style={"width": f"{share:.1%}"}), className="progress",
                    role="progressbar", **{"aria-valuenow": f"{share * 100:.0f}", "aria-valuemin": "0", "aria-valuemax": "100"})
-    parts = [f"{status['state']}", f"step {status['step']} of {status['total']}"]
+    parts = [f"{status['state']}", step_line(status)]
     if status.get("phase"):
         parts.append(status["phase"])
     if status.get("loss") is not None:
@@ -164,7 +200,23 @@ def progress_view(status: dict) -> list:
     if status.get("eta_s") is not None and status["state"] == "running":
         parts.append(f"about {status['eta_s']:.0f} s left")
     text = html.Div(" · ".join(parts), id="ft-state", **{"data-state": status["state"]})
-    return [bar, text] + ([problem_box(status["error"])] if status.get("error") else [])
+    return [bar, text] + ([ended_box(status)] if status.get("error") else [])
+
+
+def step_line(status: dict) -> str:
+    """'step 13 of 20 in all (2 runs × 10 steps: mask, random)': the count spans the mask's run and every baseline's."""
+    params = status.get("params") or {}
+    runs = ["mask", *params.get("baselines", [])]
+    steps = params.get("steps")
+    if len(runs) > 1 and steps and status["total"] == steps * len(runs):
+        return f"step {status['step']} of {status['total']} in all ({len(runs)} runs × {steps} steps: {', '.join(runs)})"
+    return f"step {status['step']} of {status['total']}"
+
+
+def ended_box(status: dict) -> html.Div:
+    """Why a job failed, or why it was cancelled when nobody pressed Cancel (a server shutdown)."""
+    lead = {"cancelled": "Cancelled: ", "failed": "Failed: "}.get(status["state"], "")
+    return problem_box(lead + status["error"])
 
 
 def apply_button(run_id: str, method: str, table_name: str) -> html.Button:
@@ -267,3 +319,48 @@ view_in_url("/finetune", ids.FT_QUERY, {
     "baselines": Input(ids.FT_BASELINES, "value"), "steps": Input(ids.FT_STEPS, "value"), "lr": Input(ids.FT_LR, "value"), "data": Input(ids.FT_DATA, "value"),
     "checkpoint": Input(ids.FT_CHECKPOINT, "value"), "processes": Input(ids.FT_PROCESSES, "value"),
 })
+
+
+@dash.callback(
+    Output(ids.FT_JOBS, "children"), Output(JOBS_SEEN, "data"),
+    Input(JOBS_POLL, "n_intervals"), Input(ids.JOB, "data"), Input(ids.MODEL, "data"), State(JOBS_SEEN, "data"),
+)
+def list_jobs(_n, job: dict | None, model: dict | None, seen: dict | None):
+    """Every job the server holds, each with follow and cancel: none is out of reach from this page."""
+    try:
+        jobs = api().jobs()["jobs"]
+    except ApiProblem as problem:
+        return problem_box(problem, "list the jobs"), None
+    shown = {"following": (job or {}).get("id"), "jobs": [[j["id"], j["state"], j["step"], j["total"]] for j in jobs]}
+    if shown == seen:
+        return no_update, no_update
+    if not jobs:
+        return note("No jobs yet."), shown
+    return jobs_table(jobs, shown["following"]), shown
+
+
+def jobs_table(jobs: list[dict], following: str | None) -> html.Table:
+    rows, css = [], []
+    for j in jobs:
+        params = j.get("params") or {}
+        buttons = [html.Button("Follow", id={"type": JOB_BUTTON, "job": j["id"], "action": "follow"}, className="button", n_clicks=0, disabled=j["id"] == following)]
+        if j["state"] in ACTIVE:
+            buttons.append(html.Button("Cancel job", id={"type": JOB_BUTTON, "job": j["id"], "action": "cancel"}, className="button danger", n_clicks=0))
+        rows.append([j["id"], j["state"], f"{j['step']} / {j['total']}", params.get("mask_name", ""), html.Div(buttons, className="buttons")])
+        css.append("following" if j["id"] == following else j["state"])
+    return table(["job", "state", "steps", "mask", ""], rows, class_name="jobs-table", row_ids=css)
+
+
+@dash.callback(
+    Output(ids.JOB, "data", allow_duplicate=True), Output(JOB_MESSAGE, "children"),
+    Input({"type": JOB_BUTTON, "job": ALL, "action": ALL}, "n_clicks"),
+    prevent_initial_call=True,
+)
+def job_button(_clicks: list[int]):
+    """Follow a job here (its progress and results above), or cancel it."""
+    target = user_action()
+    if not isinstance(target, dict):
+        return no_update, no_update
+    if target["action"] == "follow":
+        return {"id": target["job"]}, None
+    return no_update, cancelled({"id": target["job"]})

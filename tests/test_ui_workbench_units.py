@@ -1,0 +1,107 @@
+"""The workbench's state rules without a browser: what fits a new prompt, what a URL carries, how
+a job's progress and end are worded. Callbacks are called directly against the real API app with
+the tiny model injected."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Iterator
+
+import dash
+import pytest
+from fastapi.testclient import TestClient
+
+from app.api.main import create_app as create_api
+from app.api.settings import Settings
+from app.ui import state, url_state
+from app.ui.app import create_app
+from outlier_core.load.models import LoadedModel
+from tests.ui_helpers import page
+
+pytestmark = pytest.mark.filterwarnings("ignore:You should not use the 'timeout' argument with the TestClient")
+
+ZERO_AT_30 = {"layer": 1, "site": "resid_post", "position": 30, "dim": 5, "mode": "zero", "value": None}
+SCALE_AT_2 = {"layer": 3, "site": "attn_out", "position": 2, "dim": 7, "mode": "scale", "value": 0.25}
+
+
+@pytest.fixture(scope="module")
+def ui(tiny: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dash.Dash]:
+    with TestClient(create_api(Settings(max_tokens=256, runs_dir=tmp_path_factory.mktemp("runs")), model=tiny)) as http:
+        yield create_app("http://testserver", http=http)
+
+
+def shell():
+    return importlib.import_module("app.ui.app")
+
+
+def test_a_stack_splits_into_what_fits_a_prompt_and_a_model_and_what_does_not() -> None:
+    fits, dropped = state.split_fitting([ZERO_AT_30, SCALE_AT_2], n_tokens=25, n_layers=4)
+    assert (fits, dropped) == ([SCALE_AT_2], [ZERO_AT_30])
+    assert state.split_fitting([ZERO_AT_30, SCALE_AT_2], n_tokens=49, n_layers=2) == ([ZERO_AT_30], [SCALE_AT_2])
+
+
+def test_results_belong_only_to_their_prompt_stack_and_model() -> None:
+    prompt, model = {"text": "a", "prepend_bos": True}, {"name": "tiny-random", "deltas": None}
+    effect = state.effect_record(prompt, model, [SCALE_AT_2], "prompt", {"result": 1})
+    assert state.effect_is_current(effect, prompt, model, [SCALE_AT_2], "prompt")
+    assert not state.effect_belongs(effect, {"text": "b", "prepend_bos": True}, [SCALE_AT_2])
+    assert not state.effect_belongs(effect, prompt, [SCALE_AT_2, ZERO_AT_30])
+    assert not state.effect_belongs(effect, prompt, [SCALE_AT_2], {"name": "smollm2-135m", "deltas": None})
+    assert not state.effect_is_current(effect, prompt, model, [SCALE_AT_2], "prose")
+
+
+def test_a_stack_and_a_coordinate_round_trip_through_the_url() -> None:
+    text = url_state.encode_stack([ZERO_AT_30, SCALE_AT_2])
+    assert text == "1:resid_post:30:5:zero,3:attn_out:2:7:scale:0.25"
+    assert url_state.decode_stack(text) == [ZERO_AT_30, SCALE_AT_2]
+    assert url_state.decode_stack("1:resid_post:x:5:zero") is None and url_state.decode_stack("1:resid_post:3:5:melt") is None
+    selected = {"layer": 11, "site": "resid_post", "position": 0, "dim": 507, "token": None, "value": None}
+    assert url_state.decode_coordinate(url_state.encode_coordinate(selected)) == selected
+    assert url_state.listed({"rules": ""}, "rules", ["a"]) == [] and url_state.listed({}, "rules", ["a"]) == ["a"]
+    assert url_state.read({"steps": "7"}, "steps", url_state.number, 30) == 7 and url_state.read({"steps": "x"}, "steps", int, 30) == 30
+
+
+def test_a_shared_link_sets_the_prompt_and_stack_and_a_link_without_them_leaves_the_tabs_own() -> None:
+    prompt = {"text": "Summer is hot.", "prepend_bos": False}
+    query = {k: v for k, v in url_state.shell_query(prompt, [SCALE_AT_2], None, {"id": "j1"}).items() if v is not None}
+    assert shell().adopted(query, None, [], None, None) == (prompt, [SCALE_AT_2], dash.no_update, {"id": "j1"})
+    assert shell().adopted({}, prompt, [SCALE_AT_2], None, None) == (dash.no_update,) * 4
+
+
+def test_a_new_prompt_drops_the_interventions_and_the_selection_that_no_longer_fit(ui: dash.Dash) -> None:
+    model = {"name": "tiny-random", "n_layers": 4, "deltas": None}
+    selected = {"layer": 1, "site": "resid_post", "position": 30, "dim": 5, "token": "x", "value": 2.0}
+    stack, moved, notice = shell().fit_to_prompt({"text": "Summer is hot. Winter is", "prepend_bos": True}, model, [ZERO_AT_30, SCALE_AT_2], selected)
+    assert stack == [SCALE_AT_2] and moved is None
+    assert "25 tokens" in str(notice) and state.describe_intervention(ZERO_AT_30) in str(notice) and "position 30" in str(notice)
+    kept = {**selected, "position": 3}
+    stack, moved, notice = shell().fit_to_prompt({"text": "Summer is hot. Winter is", "prepend_bos": True}, model, [SCALE_AT_2], kept)
+    assert stack is dash.no_update and notice is dash.no_update
+    assert moved == {**kept, "token": "m", "value": None}  # the token at position 3 of the new prompt
+
+
+def test_the_step_count_says_it_spans_every_run_and_an_ended_job_says_why() -> None:
+    finetune = page("finetune")
+    running = {"state": "running", "step": 13, "total": 20, "params": {"steps": 10, "baselines": ["random"]}}
+    assert finetune.step_line(running) == "step 13 of 20 in all (2 runs × 10 steps: mask, random)"
+    assert finetune.step_line({**running, "params": {"steps": 20, "baselines": []}}) == "step 13 of 20"
+    ended = {**running, "state": "cancelled", "error": "the server shut down while the job was queued or running"}
+    assert "Cancelled: the server shut down" in str(finetune.ended_box(ended))
+
+
+@pytest.mark.parametrize(("steps", "lr", "says"), [
+    (2.5, 1e-3, "steps: give a whole number of steps, 1 or more (not 2.5)"),
+    (0, 1e-3, "steps: give a whole number"),
+    (None, 1e-3, "steps: give a whole number"),
+    (10, 0, "learning rate: give a number above 0"),
+    (10, 1e-3, None),
+])
+def test_the_form_refuses_in_words(steps, lr, says) -> None:
+    refusal = page("finetune").form_refusal(steps, lr)
+    assert refusal == says if says is None else says in refusal
+
+
+def test_a_wild_learning_rate_gets_a_word() -> None:
+    finetune = page("finetune")
+    assert "far above the usual range" in finetune.lr_warning(1e9) and "far below" in finetune.lr_warning(1e-9)
+    assert finetune.lr_warning(1e-3) is None
