@@ -45,7 +45,7 @@ step() {  # step NAME SECONDS COMMAND...: one bounded step, its output kept for 
     echo
 } | tee "$figures"
 
-step gpu-tests 180 .venv/bin/pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py
+step gpu-tests 180 .venv/bin/pytest -q -p no:cacheprovider -m gpu bench/gpu/test_gpu.py
 step scan 90 "$python" bench/bench_scan.py --device cuda --repeats 5
 step intervene 90 "$python" bench/bench_intervene.py --device cuda --repeats 5
 step finetune 240 "$python" bench/bench_finetune.py --device cuda --steps 6

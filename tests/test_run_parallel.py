@@ -15,7 +15,6 @@ from safetensors.torch import load_file
 from app.api.main import create_app
 from app.api.settings import Settings
 from outlier_core.errors import InputError
-
 from outlier_core.load.models import LoadedModel
 from outlier_core.select.masks import SelectionMask
 from outlier_core.tune import train_data
@@ -77,7 +76,7 @@ def test_a_batch_that_does_not_split_over_the_processes_is_refused_up_front(tiny
 
 
 def test_two_runs_through_a_local_ray(tiny: LoadedModel, tmp_path: Path) -> None:
-    ray = pytest.importorskip("ray")
+    import ray  # a dependency: a missing install fails here instead of skipping
     write_mask(tiny, tmp_path)
     base = RunConfig(model="tiny-random", mask=str(tmp_path / "input_mask.safetensors"), train=TrainConfig(steps=2, batch_size=2, seq_len=16), data="code", device="cpu")
     runs = [(replace(base, train=replace(base.train, seed=seed)), tmp_path / f"seed{seed}") for seed in (0, 1)]
@@ -92,7 +91,6 @@ def test_two_runs_through_a_local_ray(tiny: LoadedModel, tmp_path: Path) -> None
 
 
 def test_a_tensorboard_tracker_records_the_curve(tmp_path: Path) -> None:
-    pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from outlier_core.tune.tracking import open_tracker
