@@ -168,6 +168,19 @@ class ApiClient:
         body = {"budget": budget, "text": text, "prepend_bos": prepend_bos, "rules": rules, "window": window, "name": name}
         return self._call("POST", "/api/masks/suggest", json=body)
 
+    def merge_masks(self, mask_ids: list[str], name: str) -> dict:
+        """A new mask with the parts of every mask given; they stay as they were."""
+        return self._call("POST", "/api/masks/merge", json={"ids": mask_ids, "name": name})
+
+    def rename_mask(self, mask_id: str, name: str) -> dict:
+        return self._call("PATCH", f"/api/masks/{mask_id}", json={"name": name})
+
+    def remove_part(self, mask_id: str, part: int) -> dict:
+        return self._call("DELETE", f"/api/masks/{mask_id}/parts/{part}")
+
+    def delete_mask(self, mask_id: str) -> None:
+        self._call("DELETE", f"/api/masks/{mask_id}")
+
     def export_mask(self, mask_id: str, file_format: str) -> bytes:
         return self._call("GET", f"/api/masks/{mask_id}/export", params={"format": file_format}, raw=True)
 
