@@ -1,10 +1,17 @@
 """Statistics and outlier rules of one weight tensor: summary, percentiles, histogram, outliers.
 
 Rules follow BERT Busters (σ from the tensor mean) with robust alternatives, since σ is
-inflated by the very outliers it is meant to find. Every order statistic (percentiles,
-median, MAD, histogram counts) is read off one sorted copy of the tensor. numpy's SIMD
-sort does a 1536 × 576 matrix in ~9 ms on one core where `torch.sort` takes ~250 ms and
-`torch.quantile` refuses tensors above 16M entries.
+inflated by the very outliers it is meant to find.
+
+Computed with torch on the tensor's device in two streamed passes, linear in its size (no
+sort of the tensor; `order_stats` says how): results come back to the CPU small.
+
+- Exact: count, min, max, mean (summed in float64), every percentile and the median
+  (numpy's linear interpolation), the MAD, the histogram counts (numpy's float64 edges,
+  numpy's bins), the outlier count under every rule and the listed outliers.
+- To float rounding: σ and the row/column norms (float32 squares summed in float32 within a
+  chunk, float64 across: ~1e-7 relative); skewness, kurtosis and bimodality (power sums by
+  float32 dot products per chunk of 2**20 entries: ~1e-6 relative).
 """
 
 from __future__ import annotations
@@ -18,6 +25,18 @@ import torch
 from pydantic import Field, PlainSerializer
 
 from outlier_core.errors import InputError
+from outlier_core.observe.first_pass import FirstPass, first_pass
+from outlier_core.observe.order_stats import (
+    DeviationPlan,
+    Gathered,
+    ceil_to,
+    chunk_length,
+    deviations_at,
+    floor_to,
+    gather,
+    mark_between,
+    plan_deviations,
+)
 
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 DEFAULT_BINS = 64
@@ -115,89 +134,91 @@ class TensorStats:
     columns: LineNorms | None
 
 
-def _values(w: torch.Tensor, field: str) -> np.ndarray:
-    """Flat numpy values of w: a view when w is already float32 on the CPU; float64 stays float64."""
+def _flat(w: torch.Tensor, field: str) -> torch.Tensor:
     if w.numel() == 0:
         raise InputError(field, "is empty")
-    dtype = torch.float64 if w.dtype == torch.float64 else torch.float32
-    values = w.detach().to("cpu", dtype).reshape(-1).numpy()
-    if not np.isfinite(values).all():
-        raise InputError(field, "contains NaN or infinite values")
-    return values
+    return w.detach().reshape(-1)
 
 
-def _quantile(ordered: np.ndarray, q: float) -> float:
-    """The q-th percentile of a sorted array, with numpy's default linear interpolation."""
-    position = q / 100 * (len(ordered) - 1)
-    lower = math.floor(position)
-    upper = min(lower + 1, len(ordered) - 1)
-    low_value = float(ordered[lower])
-    return low_value + (float(ordered[upper]) - low_value) * (position - lower)
+def _percentile_ranks(qs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """numpy's linear interpolation: the q-th percentile lies between ranks lower and upper, `fraction` of the way."""
+    position = np.asarray(qs, dtype=np.float64) / 100 * (n - 1)
+    lower = np.floor(position).astype(np.int64)
+    return lower, np.minimum(lower + 1, n - 1), position - lower
 
 
-def _count_below(ordered: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """How many entries of a sorted array lie strictly below each float64 bound.
-
-    Compares in the array's own dtype, so a float32 array is never copied to float64:
-    when a bound rounds down to a representable value, entries equal to that value are below it.
-    """
-    cast = bounds.astype(ordered.dtype)  # (B,), nearest representable
-    return np.where(cast < bounds, np.searchsorted(ordered, cast, side="right"), np.searchsorted(ordered, cast, side="left"))
+def _percentiles(gathered: Gathered, qs: tuple[float, ...]) -> tuple[float, ...]:
+    lower, upper, fraction = _percentile_ranks(qs, gathered.buckets.n)
+    low_values, high_values = gathered.order_stats(lower), gathered.order_stats(upper)
+    return tuple(float(v) for v in low_values + (high_values - low_values) * fraction)
 
 
-def _kth_deviation(ordered: np.ndarray, center: float, k: int) -> float:
-    """The k-th smallest (0-based) of |x - center| over a sorted array, in O(log n).
-
-    The deviations below and above `center` form two sorted runs; this is the k-th of their
-    union, found by bisecting how many of the k + 1 smallest come from the run below.
-    """
-    split = int(_count_below(ordered, np.array([center]))[0])  # ordered[:split] < center <= ordered[split:]
-    n_below, n_above = split, len(ordered) - split
-
-    def below(i: int) -> float:
-        return center - float(ordered[split - 1 - i]) if i >= 0 else -math.inf
-
-    def above(j: int) -> float:
-        return float(ordered[split + j]) - center if j >= 0 else -math.inf
-
-    lo, hi = max(0, k + 1 - n_above), min(k + 1, n_below)
-    while lo < hi:
-        i = (lo + hi) // 2
-        if below(i) < above(k - i):
-            lo = i + 1
-        else:
-            hi = i
-    return max(below(lo - 1), above(k - lo))
+def _median_deviation_ranks(n: int) -> np.ndarray:
+    return np.array([n // 2] if n % 2 else [n // 2 - 1, n // 2])
 
 
-def _median_abs_deviation(ordered: np.ndarray, median: float) -> float:
-    n = len(ordered)
-    if n % 2:
-        return _kth_deviation(ordered, median, n // 2)
-    return (_kth_deviation(ordered, median, n // 2 - 1) + _kth_deviation(ordered, median, n // 2)) / 2
+@dataclass(frozen=True)
+class _Plan:
+    """Which buckets pass 2 gathers, and the deviation bracket the MAD is read through."""
+
+    wanted: np.ndarray  # (2**bits,) bool by position
+    deviations: DeviationPlan
+    edges: np.ndarray | None  # (bins + 1,) float64
 
 
-def _summary(values: np.ndarray, ordered: np.ndarray) -> tuple[Summary, tuple[float, float, float]]:
-    """Returns the summary and the central moments (m2, m3, m4) about the mean."""
-    n = values.size
-    mean = float(values.mean(dtype=np.float64))
-    centered = values - values.dtype.type(mean)  # (n,), the tensor's own precision: float64 here would cost 5x
-    squared = centered * centered
-    m2 = float(squared.sum(dtype=np.float64)) / n
-    m3 = float(np.dot(squared, centered)) / n
-    m4 = float(np.dot(squared, squared)) / n
-    median = _quantile(ordered, 50)
-    summary = Summary(
-        count=n,
-        min=float(ordered[0]),
-        max=float(ordered[-1]),
-        mean=mean,
-        std=math.sqrt(m2),
+def _histogram_edges(first: FirstPass, bins: int) -> np.ndarray:
+    low, high = first.min, first.max
+    if low == high:  # numpy's convention for a constant tensor
+        low, high = low - 0.5, high + 0.5
+    return np.linspace(low, high, bins + 1)  # (bins + 1,) float64
+
+
+def _plan(first: FirstPass, rule: WeightRule, bins: int | None, max_listed: int) -> _Plan:
+    """Every bucket whose entries some answer needs: ranks, thresholds, deviations, extremes."""
+    buckets, n = first.buckets, first.count
+    lower, upper, _ = _percentile_ranks((*PERCENTILES, 100 - rule.k, rule.k), n)
+    median_lower, median_upper, _ = _percentile_ranks((50,), n)
+    center_low = buckets.value_ranges(buckets.rank_positions(median_lower))[0][0]  # the median lies in [center_low, center_high]
+    center_high = buckets.value_ranges(buckets.rank_positions(median_upper))[1][0]
+    deviations = plan_deviations(buckets, float(center_low), float(center_high), _median_deviation_ranks(n))
+    wanted = deviations.wanted.copy()
+    wanted[buckets.rank_positions(np.concatenate([lower, upper]))] = True
+
+    def between(low: float, high: float) -> None:
+        mark_between(wanted, buckets, low, high, first.min, first.max)
+
+    edges = _histogram_edges(first, bins) if bins else None
+    if edges is not None:
+        inner = edges[1:-1][(edges[1:-1] > first.min) & (edges[1:-1] <= first.max)]
+        wanted[buckets.positions_of(ceil_to(inner, buckets.dtype))] = True
+    if rule.kind == "sigma":
+        half = rule.k * math.sqrt(first.moments[0])
+        between(first.mean - half, first.mean - half)
+        between(first.mean + half, first.mean + half)
+    elif rule.kind == "mad":  # the bounds median ± k·1.4826·MAD are not known yet: their whole possible ranges
+        scale = rule.k * MAD_TO_SIGMA
+        widen = 1e-9 * (abs(center_high) + abs(center_low) + scale * deviations.high)
+        between(center_low - scale * deviations.high - widen, center_high - scale * deviations.low + widen)
+        between(center_low + scale * deviations.low - widen, center_high + scale * deviations.high + widen)
+    if max_listed:  # the farthest outliers are among the max_listed least and greatest entries
+        least, greatest = buckets.rank_positions(np.array([min(max_listed, n) - 1, max(0, n - max_listed)]))
+        wanted[:least + 1] = True
+        wanted[greatest:] = True
+    return _Plan(wanted, deviations, edges)
+
+
+def _summary(first: FirstPass, gathered: Gathered, plan: _Plan) -> Summary:
+    median, *percentiles = _percentiles(gathered, (50, *PERCENTILES))
+    return Summary(
+        count=first.count,
+        min=first.min,
+        max=first.max,
+        mean=first.mean,
+        std=math.sqrt(first.moments[0]),
         median=median,
-        mad=_median_abs_deviation(ordered, median),
-        percentiles=tuple((q, _quantile(ordered, q)) for q in PERCENTILES),
+        mad=float(deviations_at(gathered, plan.deviations, median).mean()),
+        percentiles=tuple(zip(PERCENTILES, percentiles)),
     )
-    return summary, (m2, m3, m4)
 
 
 def _shape_measures(n: int, m2: float, m3: float, m4: float) -> tuple[float | None, float | None, float | None]:
@@ -212,58 +233,46 @@ def _shape_measures(n: int, m2: float, m3: float, m4: float) -> tuple[float | No
     return skewness, excess_kurtosis, bimodality
 
 
-def _bounds(summary: Summary, ordered: np.ndarray, rule: WeightRule) -> tuple[float, float]:
+def _bounds(summary: Summary, gathered: Gathered, rule: WeightRule) -> tuple[float, float]:
     if rule.kind == "sigma":
         half = rule.k * summary.std
         return summary.mean - half, summary.mean + half
     if rule.kind == "mad":
         half = rule.k * MAD_TO_SIGMA * summary.mad
         return summary.median - half, summary.median + half
-    return _quantile(ordered, 100 - rule.k), _quantile(ordered, rule.k)
+    return _percentiles(gathered, (100 - rule.k, rule.k))
 
 
-def _outside(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    """values < low or values > high, exactly, in the array's own dtype.
-
-    A Python float compared with a float32 array is rounded to float32 first (NEP 50), which
-    can move a bound across an entry; compare against the rounded bound and fix the side instead.
-    """
-    with np.errstate(over="ignore"):  # a bound past the dtype's range becomes ±inf: still exact
-        low_cast, high_cast = np.array([low, high]).astype(values.dtype)
-    below = values <= low_cast if float(low_cast) < low else values < low_cast
-    above = values >= high_cast if float(high_cast) > high else values > high_cast
-    return below | above
+def _outlier_set(gathered: Gathered, shape: tuple[int, ...], low: float, high: float, rule: WeightRule, max_listed: int) -> OutlierSet:
+    count = int(gathered.count_below(low)[0] + gathered.buckets.n - gathered.count_at_most(high)[0])
+    outside = (gathered.entry_value < low) | (gathered.entry_value > high)  # exact: float64 against float64
+    values, index = gathered.entry_value[outside], gathered.entry_index[outside]
+    beyond = np.maximum(low - values, values - high)  # how far outside the bounds
+    order = np.lexsort((index, -beyond))[:max_listed]  # farthest first, then by flat index
+    listed = tuple(Outlier(tuple(int(i) for i in np.unravel_index(int(index[o]), shape)), float(values[o])) for o in order)
+    return OutlierSet(rule, low, high, count, listed)
 
 
-def _outlier_set(values: np.ndarray, shape: tuple[int, ...], summary: Summary, ordered: np.ndarray, rule: WeightRule, max_listed: int) -> OutlierSet:
-    low, high = _bounds(summary, ordered, rule)
-    flat_index = np.flatnonzero(_outside(values, low, high))  # (count,)
-    found = values[flat_index].astype(np.float64)
-    beyond = np.maximum(low - found, found - high)  # how far outside the bounds
-    farthest = np.argpartition(-beyond, max_listed)[:max_listed] if beyond.size > max_listed else np.arange(beyond.size)
-    keep = flat_index[farthest[np.argsort(-beyond[farthest], kind="stable")]]
-    listed = tuple(
-        Outlier(tuple(int(i) for i in np.unravel_index(int(f), shape)), float(values[f])) for f in keep
-    )
-    return OutlierSet(rule, low, high, int(flat_index.size), listed)
+def _histogram(gathered: Gathered, edges: np.ndarray) -> Histogram:
+    below = np.concatenate([[0], gathered.count_below(edges[1:-1]), [gathered.buckets.n]])  # the last bin is closed
+    return Histogram(tuple(float(e) for e in edges), tuple(int(c) for c in np.diff(below)))
 
 
-def _histogram(ordered: np.ndarray, bins: int) -> Histogram:
-    low, high = float(ordered[0]), float(ordered[-1])
-    if low == high:  # numpy's convention for a constant tensor
-        low, high = low - 0.5, high + 0.5
-    edges = np.linspace(low, high, bins + 1)  # (bins + 1,) float64
-    positions = _count_below(ordered, edges)  # (bins + 1,)
-    positions[-1] = len(ordered)  # the last bin is closed on the right
-    return Histogram(tuple(float(e) for e in edges), tuple(int(c) for c in np.diff(positions)))
+def _distribution(flat: torch.Tensor, first: FirstPass, shape: tuple[int, ...], rule: WeightRule, bins: int | None, max_listed: int):
+    """Pass 2 and what it answers: (summary, histogram or None, outliers)."""
+    plan = _plan(first, rule, bins, max_listed)
+    gathered = gather(flat, first.buckets, plan.wanted, first.min, first.max)
+    summary = _summary(first, gathered, plan)
+    low, high = _bounds(summary, gathered, rule)
+    histogram = _histogram(gathered, plan.edges) if plan.edges is not None else None
+    return summary, histogram, _outlier_set(gathered, shape, low, high, rule, max_listed)
 
 
-def _line_norms(matrix: np.ndarray, axis: str, rule: WeightRule, max_listed: int) -> LineNorms:
-    """matrix: (rows, columns). Norms over the other axis: squares in the matrix dtype, sums in float64."""
-    norms = np.sqrt(np.square(matrix).sum(axis=1 if axis == "row" else 0, dtype=np.float64))  # (rows,) or (columns,)
-    ordered = np.sort(norms)
-    summary, _ = _summary(norms, ordered)
-    return LineNorms(axis, summary, _outlier_set(norms, norms.shape, summary, ordered, rule, max_listed))
+def _line_norms(squares: torch.Tensor, axis: str, rule: WeightRule, max_listed: int) -> LineNorms:
+    """squares: (rows,) or (columns,) float64 sums of squares along the other axis."""
+    norms = squares.sqrt()
+    summary, _, outliers = _distribution(norms, first_pass(norms, axis), tuple(norms.shape), rule, None, max_listed)
+    return LineNorms(axis, summary, outliers)
 
 
 def check_counts(bins: int, max_listed: int) -> None:
@@ -280,39 +289,49 @@ def tensor_stats(
     max_listed: int = DEFAULT_LISTED,
     field: str = "weights",
 ) -> TensorStats:
-    """Distribution, histogram, bimodality and outliers of one tensor (any shape).
+    """Distribution, histogram, bimodality and outliers of one tensor (any shape), on its device.
 
     For a 2-D tensor also the L2 norm of every row and column, with the rule applied to those
     norms. Raises InputError naming `field` for an empty or non-finite tensor.
     """
     check_counts(bins, max_listed)
-    values = _values(w, field)  # (n,)
-    ordered = np.sort(values)
-    summary, moments = _summary(values, ordered)
-    skewness, excess_kurtosis, bimodality = _shape_measures(values.size, *moments)
+    flat = _flat(w, field)  # (n,)
     shape = tuple(w.shape)
+    first = first_pass(flat, field, shape[1] if len(shape) == 2 else None)
+    summary, histogram, outliers = _distribution(flat, first, shape, rule, bins, max_listed)
+    skewness, excess_kurtosis, bimodality = _shape_measures(first.count, *first.moments)
     rows = columns = None
     if len(shape) == 2:
-        matrix = values.reshape(shape)
-        rows = _line_norms(matrix, "row", rule, max_listed)
-        columns = _line_norms(matrix, "column", rule, max_listed)
+        rows = _line_norms(first.row_squares, "row", rule, max_listed)
+        columns = _line_norms(first.column_squares, "column", rule, max_listed)
     return TensorStats(
         shape=shape,
         summary=summary,
         skewness=skewness,
         excess_kurtosis=excess_kurtosis,
         bimodality=bimodality,
-        histogram=_histogram(ordered, bins),
-        outliers=_outlier_set(values, shape, summary, ordered, rule, max_listed),
+        histogram=histogram,
+        outliers=outliers,
         rows=rows,
         columns=columns,
     )
 
 
 def weight_outlier_mask(w: torch.Tensor, rule: WeightRule = WeightRule()) -> torch.Tensor:
-    """w: any shape. Returns a bool tensor of the same shape on w's device, True at outlier entries."""
-    values = _values(w, "weights")
-    ordered = np.sort(values)
-    summary, _ = _summary(values, ordered)
-    low, high = _bounds(summary, ordered, rule)
-    return torch.from_numpy(_outside(values, low, high)).reshape(w.shape).to(w.device)
+    """w: any shape. Returns a bool tensor of the same shape on w's device, True at outlier entries.
+
+    Compared exactly: x < low iff x < ceil(low) in x's own dtype, and alike for high.
+    """
+    flat = _flat(w, "weights")  # (n,)
+    first = first_pass(flat, "weights")
+    plan = _plan(first, rule, None, 0)
+    gathered = gather(flat, first.buckets, plan.wanted, first.min, first.max)
+    low, high = _bounds(_summary(first, gathered, plan), gathered, rule)
+    dtype = first.buckets.dtype
+    below, above = float(ceil_to(low, dtype)), float(floor_to(high, dtype))
+    mask = torch.empty(flat.numel(), dtype=torch.bool, device=flat.device)
+    chunk = chunk_length(flat.device)
+    for start in range(0, flat.numel(), chunk):
+        part = flat[start:start + chunk].to(dtype)
+        torch.logical_or(part < below, part > above, out=mask[start:start + chunk])
+    return mask.reshape(w.shape)
