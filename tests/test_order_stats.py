@@ -10,7 +10,11 @@ import torch
 
 from outlier_core.contract import to_json
 from outlier_core.observe import order_stats
-from outlier_core.observe.tensor_stats import WeightRule, tensor_stats, weight_outlier_mask
+from outlier_core.observe.tensor_stats import (
+    WeightRule,
+    tensor_stats,
+    weight_outlier_mask,
+)
 
 
 def _tensors() -> dict[str, torch.Tensor]:
