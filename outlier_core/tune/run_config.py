@@ -46,6 +46,7 @@ class RunConfig:
     methods: tuple[str, ...] | None = None  # exactly these methods, in place of the mask then the baselines (a sweep trial trains one)
     eval_tasks: tuple[str, ...] = ()  # lm-eval tasks scored after training, on the base and on each method with its deltas on
     eval_limit: int | None = None  # each lm-eval task's first items only
+    eval_base: bool = True  # score the base model too (a sweep asks it of one trial: the base is the same for all)
 
     __pydantic_config__ = ConfigDict(json_schema_serialization_defaults_required=True)
 

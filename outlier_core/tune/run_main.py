@@ -101,7 +101,7 @@ def train_run(config: RunConfig, folder: Path, world: World, status: StatusWrite
 
             status.update(phase="lm-eval")
             methods = [run["method"] for run in comparison["runs"]]
-            comparison["lm_eval"] = score_runs(model, folder, methods, config.eval_tasks, config.eval_limit, stop)
+            comparison["lm_eval"] = score_runs(model, folder, methods, config.eval_tasks, config.eval_limit, stop, config.eval_base)
         if tracker is not None:
             tracker.log(run_metrics(comparison), step=plan.total_steps)
     finally:

@@ -27,12 +27,14 @@ def score_runs(
     tasks: Sequence[str],
     limit: int | None = None,
     between: Callable[[], None] = lambda: None,
+    base: bool = True,
 ) -> dict[str, dict]:
-    """lm-eval scores (`LmEvalResult` as JSON) of the base and of each method of the comparison in `folder`."""
+    """lm-eval scores (`LmEvalResult` as JSON) of the base (unless `base` is false) and of each
+    method of the comparison in `folder`."""
     from outlier_core.tune.lm_eval_run import evaluate
 
     folder = Path(folder)
-    scores = {"base": to_json(evaluate(model, list(tasks), limit))}
+    scores = {"base": to_json(evaluate(model, list(tasks), limit))} if base else {}
     for method in methods:
         between()
         applied = attach_run(model, folder, method)

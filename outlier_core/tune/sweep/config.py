@@ -91,11 +91,12 @@ def plan_trials(sweep: SweepConfig) -> list[Trial]:
     """Every trial, setting by setting, budget by budget, seed by seed, each method in turn:
     the methods of one seed finish together, so a half-done sweep already compares them."""
     trials = []
-    for setting, budget, seed, method in product(sweep.settings, sweep.budgets, sweep.seeds, sweep.methods):
+    for index, (setting, budget, seed, method) in enumerate(product(sweep.settings, sweep.budgets, sweep.seeds, sweep.methods)):
         recipe = MaskRecipe(budget, setting.rules, setting.window)
         config = RunConfig(
             model=sweep.model, recipe=recipe, methods=(method,), train=replace(sweep.train, seed=seed), data=sweep.data,
             device=sweep.device, dtype=sweep.dtype, eval_tasks=sweep.eval_tasks, eval_limit=sweep.eval_limit,
+            eval_base=index == 0,  # the base model scores the same in every trial: once is enough
         )
         trials.append(Trial(method, budget, seed, setting.label, config))
     return trials
