@@ -211,3 +211,51 @@ def test_the_form_says_what_is_wrong_with_steps_and_warns_about_a_wild_learning_
     expect(page.locator("#ft-message")).to_contain_text("steps: give a whole number of steps, 1 or more (not 2.5)")
     page.locator("#ft-lr").fill("1e9")
     expect(page.locator("#ft-lr-warning")).to_contain_text("far above the usual range")
+
+
+def mask_line(page: Page) -> str:
+    return page.locator("#sl-mask-line").inner_text()
+
+
+def test_masks_merge_or_replace_with_undo_are_named_listed_deleted_and_lose_one_part(tiny_stack, page: Page) -> None:
+    api, ui = tiny_stack
+    page.goto(ui.url + "/layer?layer=1&position=0&dim=5")
+    expect(page.locator("#lx-selected")).to_contain_text("dim 5")
+    page.get_by_role("button", name="Add this dim's weights to the selection", exact=True).click()
+    expect(page.locator("#lx-mask-message")).to_contain_text("Added")
+    go(page, "Selection")
+    expect(page.locator("#sl-mask-line")).to_contain_text("my selection")
+    hand_parts = page.locator(".parts-table tbody tr").count()
+
+    page.locator("#sl-budget").fill("300")
+    page.get_by_text("merge the suggestion into it", exact=True).click()
+    page.get_by_role("button", name="Suggest", exact=True).click()
+    expect(page.locator("#sl-mask-line")).to_contain_text("my selection + outlier rules")
+    assert page.locator(".parts-table tbody tr").count() > hand_parts
+    page.get_by_role("button", name=re.compile(r"^Undo \(back to my selection\)")).click()
+    expect(page.locator("#sl-mask-line")).to_contain_text(re.compile(r"^my selection: "))
+    expect(page.locator(".parts-table tbody tr")).to_have_count(hand_parts)  # the hand-built mask, as it was
+
+    page.get_by_text("replace it", exact=True).click()
+    page.get_by_role("button", name="Suggest", exact=True).click()
+    expect(page.locator("#sl-mask-line")).to_contain_text(re.compile(r"^outlier rules: "))
+    saved = page.locator(".saved-table")
+    expect(saved.locator("tr.open")).to_contain_text("outlier rules")  # listed by name
+    page.get_by_role("button", name=re.compile(r"^Undo")).click()
+    expect(page.locator("#sl-mask-line")).to_contain_text(re.compile(r"^my selection: "))
+
+    suggestion = saved.locator("tr").filter(has=page.locator("td", has_text=re.compile(r"^outlier rules$")))
+    suggestion.get_by_role("button", name="Delete").click()
+    expect(suggestion).to_have_count(0)
+    expect(saved.locator("tr", has_text="my selection + outlier rules")).to_have_count(1)  # the merge stays until deleted
+
+    page.locator(".parts-table tbody tr").first.get_by_role("button", name="×").click()
+    expect(page.locator(".parts-table tbody tr")).to_have_count(hand_parts - 1)
+    expect(page.locator("#sl-message")).to_contain_text("Removed the")
+
+    page.locator("#sl-rename").fill("dim 5 by hand")
+    page.get_by_role("button", name="Rename", exact=True).click()
+    expect(page.locator("#sl-mask-line")).to_contain_text("dim 5 by hand")
+    expect(saved.locator("tr.open")).to_contain_text("dim 5 by hand")
+    mask_id = re.search(r"mask=([\w-]+)", page.url).group(1)
+    assert httpx.get(f"{api.url}/api/masks/{mask_id}", timeout=10).json()["name"] == "dim 5 by hand"

@@ -19,7 +19,7 @@ from dash import ALL, ClientsideFunction, Input, Output, State, ctx, dcc, html, 
 
 from app.ui import ids, url_state
 from app.ui.client import ApiClient, ApiProblem
-from app.ui.components import CLIENT_ATTRIBUTE, api, problem_box, user_action
+from app.ui.components import CLIENT_ATTRIBUTE, api, listed_mask, problem_box, user_action
 from app.ui.state import (
     DEFAULT_PROMPT,
     PRESET_LABELS,
@@ -309,21 +309,16 @@ def adopted(query: dict, prompt: dict | None, stack: list | None, mask: dict | N
     wanted_stack = url_state.decode_stack(query["stack"]) if "stack" in query else None
     new_mask = no_update
     if query.get("mask") and query["mask"] != (mask or {}).get("id"):
-        new_mask = listed_mask(query["mask"]) or no_update
+        try:
+            new_mask = listed_mask(query["mask"]) or no_update
+        except ApiProblem:
+            new_mask = no_update
     return (
         wanted_prompt if wanted_prompt and wanted_prompt != prompt else no_update,
         wanted_stack if wanted_stack is not None and wanted_stack != stack else no_update,
         new_mask,
         {"id": query["job"]} if query.get("job") and query["job"] != (job or {}).get("id") else no_update,
     )
-
-
-def listed_mask(mask_id: str) -> dict | None:
-    """A server mask as the MASK store keeps it (its manifest, no indices), or None when the server has none by that id."""
-    try:
-        return next((m for m in api().masks()["masks"] if m["id"] == mask_id), None)
-    except ApiProblem:
-        return None
 
 
 @dash.callback(

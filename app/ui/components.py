@@ -94,6 +94,12 @@ def add_to_mask(mask: dict | None, parts: list[dict] | None = None, dims: list[d
     return client.create_mask(DEFAULT_MASK_NAME, parts, dims)
 
 
+def listed_mask(mask_id: str) -> dict | None:
+    """A server mask as the MASK store keeps it (its manifest without indices: a large mask stays
+    small in the browser), or None when the server has none by that id. Raises ApiProblem."""
+    return next((m for m in api().masks()["masks"] if m["id"] == mask_id), None)
+
+
 def mask_line(mask: dict) -> str:
     """'my selection: 1,731 parameters (0.0013% of the model) in 5 parts'."""
     count, parts, share = mask["count"], len(mask["parts"]), mask["share"]

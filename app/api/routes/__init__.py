@@ -13,6 +13,7 @@ from app.api.routes import (
     intervene,
     jobs,
     layer_weights,
+    mask_edits,
     masks,
     model,
     scan,
@@ -24,5 +25,5 @@ from app.api.routes import (
 
 api_router = APIRouter(prefix="/api")
 api_router.include_router(health.router)
-for module in (vocab, model, deltas, scan, tokenize, activations, attention, weights, layer_weights, intervene, masks, jobs, sweeps):
+for module in (vocab, model, deltas, scan, tokenize, activations, attention, weights, layer_weights, intervene, masks, mask_edits, jobs, sweeps):
     api_router.include_router(module.router, dependencies=[Depends(require_api_key)])
