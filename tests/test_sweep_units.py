@@ -34,6 +34,7 @@ def test_the_grid_expands_to_one_trial_per_cell_with_stable_keys():
     assert [t.key for t in plan_trials(GRID)] == [t.key for t in trials]
     first = trials[0].config
     assert first.recipe == MaskRecipe(64) and first.methods == ("mask",) and first.train.seed == 0 and first.data == "outlier_reviews"
+    assert [t.config.eval_base for t in trials] == [True] + [False] * 7  # the base scores the same in every trial
     wider = SweepConfig(model="tiny-random", budgets=(64, 256, 1024), methods=("mask", "random"), seeds=(0, 1), train=TrainConfig(steps=2))
     assert {t.key for t in trials} < {t.key for t in plan_trials(wider)}  # the same trial in another sweep is the same trial
     assert sweep_id(wider) != sweep_id(GRID) == sweep_id(read_sweep(sweep_json(GRID)))

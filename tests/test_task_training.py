@@ -74,3 +74,15 @@ def test_plain_text_batches_stay_tensors(tiny):
     config = TrainConfig(steps=2, batch_size=2, seq_len=16)
     data = train_data.make_data(tiny, train_data.load_corpus("code"), config)
     assert all(isinstance(b, torch.Tensor) and b.shape == (2, 16) for b in train_data.batches(data, config))
+
+
+def test_the_finetune_command_trains_on_the_bundled_task(tiny, tmp_path, capsys):
+    from app.cli.main import main
+
+    mask = SelectionMask.empty(tiny, "m").add(tiny, DOWN, "columns", [5], "click")
+    mask.save(tmp_path / "mask.json")
+    argv = ["finetune", "--model", "tiny-random", "--device", "cpu", "--mask", str(tmp_path / "mask.json"), "--data", "outlier_reviews",
+            "--steps", "1", "--batch-size", "2", "--runs-dir", str(tmp_path / "runs"), "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["data"]["source"] == "outlier_reviews" and result["runs"][0]["eval_after"]["tokens"] == result["eval_before"]["tokens"]

@@ -45,7 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="recompute block activations in the backward pass: auto = for the mask, random and ln runs (default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the batches and the random mask (default: %(default)s)")
-    parser.add_argument("--data", default=None, help="a text or JSONL file, or a bundled corpus (prose, code); default: prose")
+    parser.add_argument(
+        "--data", default=None,
+        help="a text or JSONL file, or a bundled corpus (prose, code); or task data (prompt/completion or chat JSONL, a datasets folder, "
+        "the bundled outlier_reviews), trained on the completion tokens only; default: prose",
+    )
     parser.add_argument("--runs-dir", default="runs", help="where runs are written (default: %(default)s)")
     parser.add_argument(
         "--processes", type=positive_int, default=None,
@@ -82,7 +86,7 @@ def run(args: argparse.Namespace) -> None:
     from outlier_core.tune.run_config import RunConfig
     from outlier_core.tune.run_process import LaunchOptions, RunProcess, follow
     from outlier_core.tune.run_status import MEMORY_ENV, read_result
-    from outlier_core.tune.train_data import TrainConfig, load_corpus
+    from outlier_core.tune.train_data import TrainConfig, is_task, load_corpus
 
     config = TrainConfig(
         steps=args.steps,
@@ -96,7 +100,8 @@ def run(args: argparse.Namespace) -> None:
         checkpoint=args.checkpoint,
     )
     mask = load_mask(args.mask)  # what can be checked without the model is checked here, before a process starts
-    load_corpus(args.data)
+    if not is_task(args.data):
+        load_corpus(args.data)  # task data is read with the model's tokenizer, in the run
     baselines = tuple(dict.fromkeys(args.baseline))
     run_config = RunConfig(
         model=args.model, mask=str(Path(args.mask).expanduser().resolve()), baselines=baselines, train=config,
@@ -131,8 +136,9 @@ def run(args: argparse.Namespace) -> None:
 def _as_path(data: str | None) -> str | None:
     """A data file as an absolute path (the run reads it from its own folder); a bundled name as it is."""
     from outlier_core.intervene.corpus import BUNDLED
+    from outlier_core.tune.task_data import BUNDLED_TASKS
 
-    return data if data is None or data in BUNDLED else str(Path(data).expanduser().resolve())
+    return data if data is None or data in BUNDLED or data in BUNDLED_TASKS else str(Path(data).expanduser().resolve())
 
 
 @contextmanager
