@@ -195,8 +195,11 @@ def write_results(store: SweepStore, sid: str, summary: list[SummaryRow], plots:
 
         metric = headline_metric(summary)
         figures = {f"pareto_{cost}": pareto_figure(summary, metric, cost) for cost in COSTS}
-        for path in export_figures(figures, folder):
-            written[path.name] = path
+        try:
+            for path in export_figures(figures, folder):
+                written[path.name] = path
+        except Exception as err:  # kaleido needs a Chromium; without one the tables still stand
+            log.warning("the Pareto plots were not exported (%s: %s); the tables were", type(err).__name__, err)
     return {name: str(path) for name, path in written.items()}
 
 
