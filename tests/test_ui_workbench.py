@@ -8,8 +8,10 @@ hold up on long prompts, and figures that export for a paper.
 from __future__ import annotations
 
 import re
+import time
 
 import httpx
+import pytest
 from playwright.sync_api import Page, expect
 
 from tests.test_ui_browser import (  # noqa: F401  (fixtures, used by name)
@@ -259,3 +261,72 @@ def test_masks_merge_or_replace_with_undo_are_named_listed_deleted_and_lose_one_
     expect(saved.locator("tr.open")).to_contain_text("dim 5 by hand")
     mask_id = re.search(r"mask=([\w-]+)", page.url).group(1)
     assert httpx.get(f"{api.url}/api/masks/{mask_id}", timeout=10).json()["name"] == "dim 5 by hand"
+
+
+def served(api) -> dict:
+    return httpx.get(api.url + "/api/health", timeout=10).json()
+
+
+def wait_until_serving(api, name: str) -> None:
+    deadline = time.monotonic() + 300
+    while not (served(api)["ready"] and served(api)["model"] == name):
+        assert time.monotonic() < deadline, served(api)
+        time.sleep(0.5)
+
+
+def test_after_a_merge_the_bar_reloads_the_model_from_its_files(tiny_stack, page: Page) -> None:
+    api, ui = tiny_stack
+    page.goto(f"{ui.url}/finetune?mask={a_mask(api, 'merge me')['id']}&steps=4&lr=0.05&baselines=")
+    expect(page.locator("#ft-mask")).to_contain_text("merge me")
+    page.get_by_role("button", name="Start fine-tune", exact=True).click()
+    expect(page.locator("#ft-state[data-state=done]")).to_be_visible()
+    bar = page.locator("#deltas-bar")
+    try:
+        page.locator(".results-table").get_by_role("button", name="Apply", exact=True).first.click()
+        expect(bar).to_contain_text("deltas — on")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("button", name="Merge", exact=True).click()
+        expect(bar).to_contain_text("merged into the weights until the model is reloaded")
+        expect(page.get_by_role("button", name="Switch off", exact=True)).to_be_hidden()
+        page.get_by_role("button", name="Reload the model", exact=True).click()
+        expect(bar).to_be_hidden()
+        expect(page.locator("#model-status")).to_contain_text("tiny-random ·")
+        assert served(api)["deltas"] is None
+    finally:
+        if served(api).get("deltas"):
+            httpx.post(api.url + "/api/model", json={"name": "tiny-random"}, timeout=30)
+        wait_until_serving(api, "tiny-random")
+
+
+@pytest.mark.real
+def test_the_model_picker_switches_to_another_model_and_back_and_every_page_follows(tiny_stack, page: Page) -> None:
+    api, ui = tiny_stack
+    page.goto(ui.url + "/layer?layer=3&position=2&dim=5")
+    page.get_by_role("button", name="Zero", exact=True).click()
+    wait_for_stack(page, "L3 resid_post pos 2 dim 5: zero")
+    try:
+        page.locator("#model-status").click()  # the status opens the picker
+        expect(page).to_have_url(re.compile(r"/model\b"))
+        page.get_by_text("smollm2-135m —").click()
+        page.get_by_role("button", name="Load", exact=True).click()
+        expect(page.locator("#md-loading")).to_contain_text("Loading smollm2-135m")
+        expect(page.locator("#model-status")).to_contain_text("smollm2-135m · 30 layers", timeout=300_000)
+        expect(page.locator(".model-table")).to_contain_text("30")
+
+        go(page, "Layer explorer")
+        expect(page.locator("#lx-heatmap .gtitle")).to_contain_text("Layer 3 resid_post")
+        expect(page.locator("#lx-layer .dash-slider-container, #lx-layer")).to_contain_text("28")  # 30 layers' marks
+        expect(page.locator("#lx-numbers")).to_be_visible()  # the stack, evaluated again on the new model
+        go(page, "Overview")
+        expect(page.locator(".massive-table")).to_contain_text("507")  # SmolLM2's massive dim
+
+        go(page, "Model")
+        page.get_by_text("tiny-random —").click()
+        page.get_by_role("button", name="Load", exact=True).click()
+        expect(page.locator("#model-status")).to_contain_text("tiny-random · 4 layers", timeout=300_000)
+        go(page, "Overview")
+        expect(page.locator(".massive-table tbody tr", has_text="507")).to_have_count(0)
+    finally:
+        if served(api)["model"] != "tiny-random":
+            httpx.post(api.url + "/api/model", json={"name": "tiny-random"}, timeout=30)
+        wait_until_serving(api, "tiny-random")

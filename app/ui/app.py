@@ -80,6 +80,8 @@ def _deltas_bar() -> html.Div:
             html.Button("Detach", id=ids.DELTAS_DETACH, className="button", n_clicks=0),
             merge,
         ], id=ids.DELTAS_CONTROLS, className="buttons"),
+        html.Div(html.Button("Reload the model", id=ids.DELTAS_RELOAD, className="button", n_clicks=0,
+                             title="load the served model again from its files: base weights, no deltas"), id=ids.DELTAS_RELOAD_BOX, hidden=True),
         html.Div(id=ids.DELTAS_MESSAGE),
     ], id=ids.DELTAS_BAR, className="deltas-bar", hidden=True, role="status")
 
@@ -105,7 +107,7 @@ def _shell() -> html.Div:
         dcc.Store(id=ids.URL_SYNCED, storage_type="memory"),
         html.Header([
             html.Div([html.Span("Outlier Lab", className="brand"), _nav()], className="header-left"),
-            html.Div("connecting…", id=ids.STATUS, className="status status-unknown"),
+            dcc.Link(html.Div("connecting…", id=ids.STATUS, className="status status-unknown"), href="/model", title="choose the served model", className="status-link"),
         ], className="header"),
         _deltas_bar(),
         html.Div(id=ids.BANNER),
@@ -184,6 +186,12 @@ def show_deltas(health: dict | None):
     if not deltas:
         return True, None, no_update, True
     return False, deltas_line(deltas), "Switch off" if deltas["enabled"] else "Switch on", deltas["merged"]
+
+
+@dash.callback(Output(ids.DELTAS_RELOAD_BOX, "hidden"), Input(ids.HEALTH, "data"))
+def offer_reload(health: dict | None) -> bool:
+    """Merged deltas cannot be switched off or detached: the way back is to reload the model."""
+    return not ((health or {}).get("deltas") or {}).get("merged")
 
 
 @dash.callback(
@@ -343,3 +351,19 @@ def nav_links(views: dict | None):
     views = views or {}
     paths = [output["id"]["path"] for output in ctx.outputs_list]
     return [dash.get_relative_path(path) + (f"?{views[path]}" if views.get(path) else "") for path in paths]
+
+
+@dash.callback(
+    Output(ids.HEALTH, "data", allow_duplicate=True), Output(ids.DELTAS_MESSAGE, "children", allow_duplicate=True),
+    Input(ids.DELTAS_RELOAD, "n_clicks"), State(ids.HEALTH, "data"),
+    prevent_initial_call=True,
+)
+def reload_model(_n: int, health: dict | None):
+    """Load the served model again from its files: base weights, no deltas (the way back after a merge)."""
+    if user_action() is None or not (health or {}).get("model"):
+        return no_update, no_update
+    try:
+        api().load_model(health["model"])
+    except ApiProblem as problem:
+        return no_update, problem_box(problem, f"reload {health['model']}")
+    return {**health, "ready": False, "loading": health["model"], "deltas": None}, None

@@ -97,6 +97,14 @@ class ApiClient:
     def model(self) -> dict:
         return self._call("GET", "/api/model", timeout=QUICK_TIMEOUT_S)
 
+    def models(self) -> dict:
+        """The registry, and the model loaded or loading."""
+        return self._call("GET", "/api/models", timeout=QUICK_TIMEOUT_S)
+
+    def load_model(self, name: str, device: str | None = None, dtype: str | None = None) -> dict:
+        """Start loading a model in the background; /api/health says when it serves."""
+        return self._call("POST", "/api/model", json={"name": name, "device": device, "dtype": dtype}, timeout=QUICK_TIMEOUT_S * 6)
+
     def vocab(self) -> dict:
         """The API's sites, rules with their default thresholds, and tuning methods: the same for
         every user and every model, so this client asks once and keeps the answer."""

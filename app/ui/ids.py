@@ -20,6 +20,8 @@ DELTAS_TOGGLE = "deltas-toggle"
 DELTAS_DETACH = "deltas-detach"
 DELTAS_MERGE = "deltas-merge"  # a confirm dialog around the merge button
 DELTAS_MESSAGE = "deltas-message"
+DELTAS_RELOAD = "deltas-reload"  # after a merge: load the served model again, base weights
+DELTAS_RELOAD_BOX = "deltas-reload-box"
 
 NAV = "nav-link"  # pattern id {"type": NAV, "path"}: a nav bar link, carrying its page's last query
 
