@@ -75,7 +75,7 @@ def test_models_lists_the_registry(client: TestClient) -> None:
 def test_health_answers_while_the_model_loads_and_model_routes_say_503(monkeypatch: pytest.MonkeyPatch, tiny: LoadedModel) -> None:
     release = threading.Event()
 
-    def slow_load(name: str, device=None, dtype=None, sources=None) -> LoadedModel:
+    def slow_load(name: str, device=None, dtype=None, sources=None, placement=None) -> LoadedModel:
         assert release.wait(30)
         return tiny
 
@@ -104,7 +104,7 @@ def wait_ready(client: TestClient, seconds: float = 30) -> dict:
 
 
 def test_a_failed_first_load_is_reported_and_model_routes_say_why(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken_load(name: str, device=None, dtype=None, sources=None) -> LoadedModel:
+    def broken_load(name: str, device=None, dtype=None, sources=None, placement=None) -> LoadedModel:
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(service_module, "load_model", broken_load)
@@ -119,7 +119,7 @@ def test_a_failed_first_load_is_reported_and_model_routes_say_why(monkeypatch: p
 def test_a_failed_swap_keeps_the_old_model_serving(monkeypatch: pytest.MonkeyPatch, client: TestClient) -> None:
     release = threading.Event()
 
-    def broken_load(name: str, device=None, dtype=None, sources=None) -> LoadedModel:
+    def broken_load(name: str, device=None, dtype=None, sources=None, placement=None) -> LoadedModel:
         assert release.wait(30)
         raise OSError("not in the cache")
 
@@ -138,7 +138,7 @@ def test_a_failed_swap_keeps_the_old_model_serving(monkeypatch: pytest.MonkeyPat
 
 def test_a_swap_serves_the_new_model_once_loaded(monkeypatch: pytest.MonkeyPatch, client: TestClient, tiny: LoadedModel) -> None:
     other = LoadedModel(**{**tiny.__dict__, "name": "tiny-random-copy"})
-    monkeypatch.setattr(service_module, "load_model", lambda name, device=None, dtype=None, sources=None: other)
+    monkeypatch.setattr(service_module, "load_model", lambda name, device=None, dtype=None, sources=None, placement=None: other)
     assert client.post("/api/model", json={"name": "tiny-random"}).status_code == 202
     assert wait_ready(client)["model"] == "tiny-random-copy"
     assert client.get("/api/model").json()["name"] == "tiny-random-copy"

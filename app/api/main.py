@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             settings.runs_dir, settings.max_concurrent_runs, settings.max_queued_runs, resume=resume_job(launch_options(settings))
         )
         if model is None:
-            service.start_load(settings.model, settings.device, settings.dtype)
+            service.start_load(settings.model, settings.device, settings.dtype, placement=settings.placement())
         yield
         # A running job's process stops at its next step, its status cancelled with this reason;
         # or, when the settings say so, it trains on and the next server reattaches to it.

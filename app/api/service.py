@@ -32,6 +32,7 @@ from outlier_core.load.models import (
     ModelSources,
     load_model,
 )
+from outlier_core.load.placement import Placement
 from outlier_core.select.masks import model_shapes
 from outlier_core.tune.applied_run import AppliedRun, AppliedState, attach_run
 
@@ -72,23 +73,26 @@ class ModelService:
         with self._state:
             return self._n_params
 
-    def start_load(self, name: str, device: str | None = None, dtype: str | None = None, sources: ModelSources = ANY_SOURCE) -> None:
+    def start_load(
+        self, name: str, device: str | None = None, dtype: str | None = None, sources: ModelSources = ANY_SOURCE, placement: Placement | None = None
+    ) -> None:
         """Load a model in a background thread; the current one stops serving until it is done.
 
         On failure the previous model serves again and the error shows in `status()`. The
         previous model stays in memory during the load so that nothing is lost if it fails.
         `sources`: what the name may stand for (`resolve_spec`), as the request was checked.
+        `placement`: a device map to spread the model with, instead of `device`.
         """
         with self._state:
             if self._loading is not None:
                 raise ApiError(409, f"name: {self._loading} is still loading; wait for it to finish", "name")
             self._loading = name
             self._error = None
-        threading.Thread(target=self._load, args=(name, device, dtype, sources), name=f"load-{name}", daemon=True).start()
+        threading.Thread(target=self._load, args=(name, device, dtype, sources, placement), name=f"load-{name}", daemon=True).start()
 
-    def _load(self, name: str, device: str | None, dtype: str | None, sources: ModelSources) -> None:
+    def _load(self, name: str, device: str | None, dtype: str | None, sources: ModelSources, placement: Placement | None) -> None:
         try:
-            model = load_model(name, device=device, dtype=dtype, sources=sources)
+            model = load_model(name, device=device, dtype=dtype, sources=sources, placement=placement)
         except Exception as err:  # any failure must reach health, not die with the thread
             log.exception("loading %s failed", name)
             with self._state:

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from outlier_core.load.placement import Placement, parse_device_map
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OUTLIER_LAB_", env_file=None, extra="ignore")
@@ -14,6 +16,11 @@ class Settings(BaseSettings):
     model: str = "smollm2-135m"  # registry name, Hugging Face id or local directory
     device: str | None = None  # None: cuda when present, else cpu
     dtype: str | None = None  # None: bf16/fp16 on CUDA, fp32 on CPU
+    # spread the served model over devices with accelerate instead of putting it on `device`:
+    # "auto", "balanced", "sequential", or a JSON object of module name -> device (0, "cuda:1", "cpu", "disk")
+    device_map: str | None = None
+    max_memory: str | None = None  # with a device map strategy: JSON object of device -> budget, e.g. {"0": "70GiB"}
+    offload_folder: Path | None = None  # where "disk" layers of a device map go (default: a temporary folder)
     host: str = "127.0.0.1"  # loopback unless deliberately exposed (then set api_key)
     port: int = Field(default=8000, ge=1, le=65535)
     api_key: str | None = None  # when set, every route but health needs header X-API-Key
@@ -35,3 +42,8 @@ class Settings(BaseSettings):
     run_memory_mb: int | None = Field(default=None, ge=64)  # address-space cap of each CPU run process (RLIMIT_AS)
     run_cancel_timeout_s: float = Field(default=30.0, gt=0)  # a cancelled run not stopped by then is killed
     keep_runs_on_shutdown: bool = False  # leave runs training when the server stops; the next one reattaches
+
+    def placement(self) -> Placement | None:
+        """The device map the served model is spread with, if the settings give one."""
+        folder = str(self.offload_folder) if self.offload_folder else None
+        return parse_device_map(self.device_map, self.max_memory, folder)

@@ -17,6 +17,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="smollm2-135m", help="registry name, Hugging Face id or local directory (default: %(default)s)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bf16 on CUDA, fp32 on CPU)")
+    parser.add_argument("--device-map", default=None, help="spread the model over devices instead: auto, balanced, sequential or a JSON map")
 
 
 def add_text_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,10 +27,18 @@ def add_text_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model_for(args: argparse.Namespace) -> Any:
+    from outlier_core.errors import InputError
     from outlier_core.load.models import ModelNotAvailable, load_model
+    from outlier_core.load.placement import parse_device_map
 
     try:
-        return load_model(args.model, device=args.device, dtype=args.dtype)
+        placement = parse_device_map(getattr(args, "device_map", None))
+    except InputError as err:
+        raise CliError(f"--device-map: {err.reason}") from err
+    if placement is not None and args.device is not None:
+        raise CliError("--device-map: give --device or --device-map, not both")
+    try:
+        return load_model(args.model, device=args.device, dtype=args.dtype, placement=placement)
     except ModelNotAvailable as err:
         raise CliError(f"--model: {err}") from err
     except ValueError as err:

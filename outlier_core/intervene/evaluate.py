@@ -263,11 +263,11 @@ def _other_index(i: AxisIndex, size: int, generator: torch.Generator) -> AxisInd
     return (i + 1 + int(torch.randint(size - 1, (1,), generator=generator))) % size
 
 
-def control_weight_edits(targets: Sequence[Target], generator: torch.Generator) -> tuple[Target, ...]:
+def control_weight_edits(model: LoadedModel, targets: Sequence[Target], generator: torch.Generator) -> tuple[Target, ...]:
     """Each edit moved to a random other index on every indexed axis; a single entry avoids weight outliers."""
     controls = []
     for p, edit in targets:
-        outliers = None if "all" in edit.index else weight_outlier_mask(p.detach(), WeightRule())
+        outliers = None if "all" in edit.index else weight_outlier_mask(model.parameter_values(edit.parameter, p).detach(), WeightRule())
         for _ in range(100):  # outliers are a small share of entries: a few draws suffice
             index = tuple(_other_index(i, size, generator) for i, size in zip(edit.index, p.shape))
             if outliers is None or not bool(outliers[index]):
@@ -409,7 +409,7 @@ def plan_evaluation(
         scan_before, base_score = _prompt_baseline(model, prompt, top_k)
         generator = torch.Generator().manual_seed(seed)
         control_ivs = control_interventions(model, interventions, scan_before, shortest, generator)
-        control_targets = control_weight_edits(targets, generator)
+        control_targets = control_weight_edits(model, targets, generator)
         arms = ((interventions, targets), (control_ivs, control_targets))
         scan_after, prompt_scores = _arm_scores(model, prompt.ids, arms, means, top_k, prompt)
     return Evaluation(

@@ -72,9 +72,10 @@ def _accumulator(rule: MassiveRule, sums: dict[str, torch.Tensor], layer: int) -
         median = magnitude.flatten(1).median(dim=1).values  # (B,): the rule is per sequence, per layer
         threshold = (rule.median_ratio * median).clamp(min=rule.abs_threshold)
         carried = magnitude > threshold[:, None, None]  # (B, T, W)
-        sums["total"][layer] += x.sum(dim=(0, 1))
-        sums["carrier"][layer] += (x * carried).sum(dim=(0, 1))
-        sums["count"][layer] += carried.sum(dim=(0, 1))
+        home = sums["total"].device  # the layer may run on another device than the sums live on: move (W,) sums, not h
+        sums["total"][layer] += x.sum(dim=(0, 1)).to(home)
+        sums["carrier"][layer] += (x * carried).sum(dim=(0, 1)).to(home)
+        sums["count"][layer] += carried.sum(dim=(0, 1)).to(home)
 
     return hook
 

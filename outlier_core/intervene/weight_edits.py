@@ -11,7 +11,7 @@ edit several times with the same checked edits resolve them once and use `edited
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -108,16 +108,18 @@ def edited_weights(model: LoadedModel, edits: Sequence[WeightEdit]) -> Iterator[
 @contextmanager
 def edited(model: LoadedModel, targets: Sequence[Target]) -> Iterator[None]:
     """`edited_weights` for edits already resolved against `model`."""
-    saved: list[tuple[torch.nn.Parameter, tuple, torch.Tensor]] = []
-    with bypassed(model):
+    saved: list[tuple[torch.Tensor, tuple, torch.Tensor]] = []
+    with bypassed(model), ExitStack() as stores:
         try:
-            # `.data` writes leave the version counter alone: the weights are only borrowed,
-            # and caches keyed by that counter stay valid once they are restored.
+            # The parameter's `.data` (an offloaded layer's: its loader's copy): writes there leave the
+            # version counter alone, the weights are only borrowed, and caches keyed by that
+            # counter stay valid once they are restored.
             for p, edit in targets:
-                original = p.data[edit.selector].clone()
-                saved.append((p, edit.selector, original))
-                p.data[edit.selector] = _new_value(original, edit)
+                values = stores.enter_context(model.writable_values(edit.parameter, p))
+                original = values[edit.selector].clone()
+                saved.append((values, edit.selector, original))
+                values[edit.selector] = _new_value(original, edit).to(values.device)
             yield
         finally:
-            for p, selector, original in reversed(saved):  # reversed: overlapping edits unwind correctly
-                p.data[selector] = original
+            for values, selector, original in reversed(saved):  # reversed: overlapping edits unwind correctly
+                values[selector] = original

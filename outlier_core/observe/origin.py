@@ -55,7 +55,7 @@ def down_proj(model: LoadedModel, layer: int) -> tuple[str, torch.Tensor]:
     weight = model.hf_parameters().get(name)
     if weight is None:
         raise InputError("model", f"no {name}: origin tracing supports Llama/Gemma-style MLPs")
-    return name, weight
+    return name, model.parameter_values(name, weight)
 
 
 def trace_origin(
@@ -78,7 +78,7 @@ def trace_origin(
 
     sites = ("resid_pre", "attn_out", "mlp_out", "resid_post", "mlp_post")
     run_hooked(model, encoded.ids, [(hook_name(s, layer), keep(s)) for s in sites], stop_at_layer=layer + 1)
-    w_down_row = w_down[dim].detach().float()  # (d_mlp,)
+    w_down_row = w_down[dim].detach().float().to(captured["mlp_post"].device)  # (d_mlp,); an offloaded layer's rows are on the CPU
     return Origin(
         layer=layer,
         position=position,

@@ -115,7 +115,7 @@ def model_parameters(model: LoadedModel, kinds: tuple[str, ...] = KINDS, layers:
         kind, layout = _classify(name, tensor, owners.get(name, ""), vocab_size)
         layer = parameter_layer(name)
         if kind in kinds and (layers is None or layer in layers):
-            found.append(NamedParameter(name, tensor, kind, layer, layout))
+            found.append(NamedParameter(name, model.parameter_values(name, tensor), kind, layer, layout))
     return found
 
 

@@ -97,5 +97,5 @@ async def load_model(body: LoadModelIn, service: ServiceDep, settings: SettingsD
         parse_dtype(body.dtype, body.device or "cpu")
     except ValueError as err:
         raise InputError("dtype", str(err)) from err
-    service.start_load(body.name, body.device, body.dtype, sources)
+    service.start_load(body.name, body.device, body.dtype, sources, placement=None if body.device else settings.placement())
     return LoadModelOut(name=body.name)
