@@ -53,7 +53,7 @@ def massive_entries(h: torch.Tensor, rule: MassiveRule = PAPER_RULE) -> tuple[to
     h: (T, D). Returns (positions (N,), dims (N,), signed values (N,)), sorted by |value| descending.
     """
     require_finite(h, "activations")
-    magnitude = h.abs()  # (T, D)
+    magnitude = h.abs().float()  # (T, D); in fp32, so a bf16 hidden state's threshold is not rounded to bf16
     positions, dims = torch.nonzero(massive_mask(magnitude, float(magnitude.median()), rule), as_tuple=True)  # (N,), (N,)
     values = h[positions, dims]
     order = values.abs().argsort(descending=True)
