@@ -330,11 +330,19 @@ def test_bad_input_gets_a_422_naming_the_field(client: TestClient, path: str, pa
     assert response.json()["field"] == field
 
 
-def test_an_attention_map_too_large_for_one_payload_is_refused(tiny: LoadedModel) -> None:
+def test_an_attention_map_too_large_for_one_payload_is_pooled(tiny: LoadedModel) -> None:
+    """4 heads × 301 × 301 would pass 100,000 values: positions come back pooled into blocks, under 1 MB."""
     with TestClient(create_app(Settings(max_tokens=512), model=tiny)) as client:
         response = client.post("/api/attention", json={"text": "y" * 300, "layer": 0})
-        assert response.status_code == 422 and response.json()["field"] == "heads"
-        assert client.post("/api/attention", json={"text": "y" * 300, "layer": 0, "heads": [1]}).status_code == 200
+        one_head = client.post("/api/attention", json={"text": "y" * 300, "layer": 0, "heads": [1]}).json()
+    assert response.status_code == 200 and len(response.content) < 2**20
+    body = response.json()
+    assert len(body["tokens"]) == 301 and len(one_head["positions"]) == 301  # one head fits whole
+    blocks = len(body["positions"])
+    assert body["positions"][:2] == [0, 1] and 4 * blocks * blocks <= 100_000
+    assert torch.tensor(body["patterns"]).shape == (4, blocks, blocks)
+    assert torch.tensor(body["patterns"]).sum(dim=-1) == pytest.approx(torch.ones(4, blocks), abs=1e-3)  # rows still sum to 1
+    assert body["sink_share"][1] == pytest.approx(one_head["sink_share"][0], abs=1e-6)  # from the unpooled patterns
 
 
 def test_unparsable_json_names_the_body(client: TestClient) -> None:

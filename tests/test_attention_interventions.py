@@ -142,9 +142,13 @@ def test_a_bad_intervention_is_refused_naming_its_field(client: TestClient, inte
 def test_the_payload_guard_counts_the_patterns_after(tiny: LoadedModel, tmp_path) -> None:
     with TestClient(create_app(Settings(max_tokens=512, runs_dir=tmp_path), model=tiny)) as client:
         body = {"text": "y" * 250, "layer": 0, "heads": [1]}  # 251 × 251 = 63,001 values: one pattern fits, two do not
-        assert client.post("/api/attention", json=body).status_code == 200
+        assert len(client.post("/api/attention", json=body).json()["positions"]) == 251
         response = client.post("/api/attention", json={**body, "interventions": [{"layer": 0, "position": 0, "dim": 0}]})
-        assert response.status_code == 422 and response.json()["field"] == "heads"
+    assert response.status_code == 200
+    found = response.json()
+    blocks = len(found["positions"])  # pooled: before and after share the blocks
+    assert blocks < 251 and 2 * blocks * blocks <= 100_000
+    assert torch.tensor(found["patterns"]).shape == torch.tensor(found["patterns_after"]).shape == (1, blocks, blocks)
 
 
 def test_an_overflowing_intervention_comes_back_as_nulls_not_a_failure(client: TestClient) -> None:

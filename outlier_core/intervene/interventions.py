@@ -229,9 +229,13 @@ def attention_patterns_under_encoded(
     layer: int,
     interventions: Sequence[Intervention],
     means: Mapping[str, ReferenceMeans] | None = None,
+    max_blocks: int | None = None,
 ) -> AttentionPatterns:
-    """`attention_patterns_under` on an encoded prompt: the interventions are checked against it here."""
+    """`attention_patterns_under` on an encoded prompt: the interventions are checked against it here.
+
+    `max_blocks`: pooled as `attention_patterns_encoded` pools.
+    """
     check_layer(model, layer)  # before the interventions: a bad layer is the first thing to name
     check_interventions(model, interventions, encoded.ids.shape[1])
     check_means(interventions, means or {})
-    return attention_patterns_encoded(model, encoded, layer, hooks_for([interventions], means or {}))
+    return attention_patterns_encoded(model, encoded, layer, hooks_for([interventions], means or {}), max_blocks)

@@ -7,6 +7,7 @@ larger than a summary outlives the forward pass.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Annotated, Callable, Sequence
 
@@ -179,19 +180,53 @@ def layer_matrix(
 class AttentionPatterns:
     layer: int
     tokens: tuple[str, ...]
-    pattern: torch.Tensor  # (H, T_query, T_key) on the CPU, float32
+    pattern: torch.Tensor  # (H, B, B) on the CPU, float32: B = T_query = T_key unless pooled into blocks
+    starts: tuple[int, ...]  # (B,) the first position of each block, on both axes: every position when not pooled
+    sink_share: torch.Tensor  # (H,) per head, the mean attention the queries put on position 0, before any pooling
 
 
-def attention_patterns_encoded(model: LoadedModel, encoded: Encoded, layer: int, hooks: Sequence[Hook] = ()) -> AttentionPatterns:
-    """One layer's patterns on `encoded`, with `hooks` (e.g. interventions) firing on the way."""
+def position_blocks(n_positions: int, max_blocks: int) -> tuple[int, ...]:
+    """Where the blocks of T positions start, at most `max_blocks` (>= 2) of them: position 0
+    (where attention sinks) alone, the others in equal runs; every position when they fit."""
+    if n_positions <= max_blocks:
+        return tuple(range(n_positions))
+    size = math.ceil((n_positions - 1) / (max_blocks - 1))
+    return (0, *range(1, n_positions, size))
+
+
+def pool_pattern(pattern: torch.Tensor, starts: tuple[int, ...]) -> torch.Tensor:
+    """pattern: (H, T, T), rows summing to 1. Returns (H, B, B): each cell the mean, over its
+    block of queries, of the attention they put on its block of keys (rows still sum to 1)."""
+    n_positions = pattern.shape[-1]
+    if len(starts) == n_positions:
+        return pattern
+    bounds = torch.tensor(starts[1:], device=pattern.device)
+    block = torch.bucketize(torch.arange(n_positions, device=pattern.device), bounds, right=True)  # (T,)
+    member = torch.nn.functional.one_hot(block, len(starts)).to(pattern.dtype)  # (T, B)
+    on_keys = pattern @ member  # (H, T, B): attention on each block of keys
+    return (member.T @ on_keys) / member.sum(dim=0)[:, None]  # (H, B, B)
+
+
+def attention_patterns_encoded(
+    model: LoadedModel, encoded: Encoded, layer: int, hooks: Sequence[Hook] = (), max_blocks: int | None = None
+) -> AttentionPatterns:
+    """One layer's patterns on `encoded`, with `hooks` (e.g. interventions) firing on the way.
+
+    `max_blocks`: pool a longer prompt's positions into at most that many blocks per axis
+    (`position_blocks`, `pool_pattern`), on the device, so what comes back is bounded.
+    """
     check_layer(model, layer)
+    n_positions = encoded.ids.shape[1]
+    starts = position_blocks(n_positions, max_blocks or n_positions)
     captured: dict[str, torch.Tensor] = {}
 
     def hook(pattern: torch.Tensor, *, hook) -> None:  # (1, H, T, T)
-        captured["p"] = pattern[0].float().cpu()
+        found = pattern[0].float()
+        captured["sink"] = found[:, :, 0].mean(dim=-1).cpu()  # (H,)
+        captured["p"] = pool_pattern(found, starts).cpu()
 
     run_hooked(model, encoded.ids, [*hooks, (pattern_hook(layer), hook)], stop_at_layer=layer + 1)
-    return AttentionPatterns(layer, encoded.tokens, captured["p"])
+    return AttentionPatterns(layer, encoded.tokens, captured["p"], starts, captured["sink"])
 
 
 def attention_patterns(model: LoadedModel, text: str, layer: int, prepend_bos: bool = True, max_tokens: int | None = None) -> AttentionPatterns:

@@ -67,6 +67,10 @@ class AttentionOut(BaseModel):
     layer: int
     tokens: list[str]
     heads: list[int] = Field(description="the head of each pattern; empty when mean_heads")
+    positions: list[int] = Field(description=(
+        "the first prompt position of each pattern row and column: every position, unless the patterns would pass 100,000 "
+        "values; then position 0 alone and equal runs after it, each cell the mean over its queries of the attention they put on its keys"
+    ))
     patterns: list[list[list[float]]] = Field(description="(heads, query, key), rounded to 4 decimals")
     sink_share: list[float] = Field(description="per returned pattern, the mean attention on position 0")
     patterns_after: list[list[list[float | None]]] | None = Field(
