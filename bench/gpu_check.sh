@@ -2,8 +2,10 @@
 # The GPU check, ready for whenever a box with NVIDIA GPUs is at hand (under ten minutes on
 # one GPU): the GPU-marked tests, the benchmarks on CUDA in bf16 (scan, intervene, fine-tune
 # step time and peak memory for mask / LoRA / full, the API's memory during a job), and a
-# 2-process data-parallel fine-tune beside a 1-process one when there are two GPUs. Every
-# figure lands in one file, printed at the end for README.
+# 2-process data-parallel fine-tune beside a 1-process one when there are two GPUs, and the
+# big-model figures (an 8B model from the HF cache, else a config-built 7B: load, scan,
+# intervene, weight statistics, peak memory). Every figure lands in one file, printed at the
+# end for README.
 #
 #     bash bench/gpu_check.sh            (after `make setup`, with a CUDA build of torch)
 #
@@ -60,6 +62,11 @@ if [ "$gpus" -ge 2 ]; then
     done
 else
     echo "== ddp: one GPU here; the 2-process run needs two" | tee -a "$figures"
+fi
+
+step big-model 240 "$python" bench/bench_big_model.py --device cuda --cache "$out/models"
+if [ "$gpus" -ge 2 ]; then
+    step big-model-spread 180 "$python" bench/bench_big_model.py --device-map auto --cache "$out/models"
 fi
 
 echo "gpu_check: done; the figures for README are in $figures"

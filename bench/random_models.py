@@ -39,8 +39,10 @@ class LlamaShape:
         return f"d{self.d_model}-ffn{self.d_ffn}-L{self.n_layers}"
 
 
-def random_llama(shape: LlamaShape, seed: int = 0):
-    """(hf model, tokenizer): transformers' own initialisation, norms drawn around 1 so they are not constant."""
+def random_llama(shape: LlamaShape, seed: int = 0, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    """(hf model, tokenizer): transformers' own initialisation, norms drawn around 1 so they are not constant.
+
+    `device`: where the weights are drawn (a GPU draws a 7B model in seconds)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = byte_tokenizer()
@@ -59,7 +61,8 @@ def random_llama(shape: LlamaShape, seed: int = 0):
     )
     config.architectures = ["LlamaForCausalLM"]
     torch.manual_seed(seed)
-    hf = LlamaForCausalLM(config)
+    with torch.device(device):
+        hf = LlamaForCausalLM(config).to(dtype)
     with torch.no_grad():
         for name, p in hf.named_parameters():
             if name.endswith("norm.weight"):
@@ -67,12 +70,12 @@ def random_llama(shape: LlamaShape, seed: int = 0):
     return hf.eval(), tokenizer
 
 
-def saved_llama(shape: LlamaShape, root: Path) -> Path:
+def saved_llama(shape: LlamaShape, root: Path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Path:
     """The folder of a random Llama of `shape` under `root`, written once (config, safetensors, tokenizer)."""
-    folder = root / shape.label
+    folder = root / f"{shape.label}-{str(dtype).removeprefix('torch.')}"
     if not (folder / "config.json").exists():
         log.info("building %s (%.0f M parameters)", shape.label, shape.n_params / 1e6)
-        hf, tokenizer = random_llama(shape)
+        hf, tokenizer = random_llama(shape, dtype=dtype, device=device)
         hf.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
     return folder
