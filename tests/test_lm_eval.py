@@ -68,9 +68,14 @@ def hf_accuracy(hf: torch.nn.Module, tokenizer, rows: list[dict], choices: list[
 @pytest.mark.parametrize("prepend_bos", [True, False])
 def test_lm_eval_accuracy_is_plain_hugging_faces_on_the_tiny_model(tiny: LoadedModel, hf_tiny: torch.nn.Module, prepend_bos: bool) -> None:
     rows, choices = bundled_items()
+    modes = [(module, module.training) for module in tiny.hf_model.modules()]  # the session's model: put it back
     tiny.hf_model.train()
-    result = evaluate(tiny, [TASK], limit=TINY_LIMIT, prepend_bos=prepend_bos)
-    assert tiny.hf_model.training, "evaluation leaves the model in the mode it found it in"
+    try:
+        result = evaluate(tiny, [TASK], limit=TINY_LIMIT, prepend_bos=prepend_bos)
+        assert all(module.training for module in tiny.hf_model.modules()), "evaluation leaves the model in the mode it found it in"
+    finally:
+        for module, training in modes:
+            module.training = training
     bos = hf_tiny.byte_tokenizer.bos_token_id if prepend_bos else None
     expected = hf_accuracy(hf_tiny, hf_tiny.byte_tokenizer, rows[:TINY_LIMIT], choices, bos)
     assert result.scores[TASK]["acc"] == pytest.approx(expected)

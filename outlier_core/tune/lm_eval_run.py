@@ -129,7 +129,9 @@ def evaluate(
     if limit is not None and limit < 1:
         raise InputError("limit", "must be a whole number >= 1")
     hf = model.hf_model
-    was_training = hf.training  # lm-eval switches the model to eval mode
+    # lm-eval switches the model to eval mode; put every module's own flag back (a bridged
+    # model's top-level flag need not match its blocks', so `train(flag)` would not restore it)
+    modes = [(module, module.training) for module in hf.modules()]
     try:
         with _quiet_harness():
             configs, manager = _resolve(tasks)
@@ -143,7 +145,8 @@ def evaluate(
                 log_samples=False, random_seed=None, numpy_random_seed=None, torch_random_seed=None,
             )
     finally:
-        hf.train(was_training)
+        for module, training in modes:
+            module.training = training
     numbers = {task: _numbers(values) for task, values in output["results"].items()}
     log.info("lm-eval on %s: %s", model.name, {task: scores for task, (scores, _) in numbers.items()})
     return LmEvalResult(
