@@ -18,6 +18,7 @@ from app.ui import state
 from app.ui.app import create_app
 from app.ui.components import CLIENT_ATTRIBUTE
 from outlier_core.load.models import LoadedModel
+from outlier_core.tune.methods import BASELINES
 from tests.ui_helpers import page
 
 TEXT = "Tiny models still have residual streams."
@@ -51,7 +52,7 @@ def test_the_pages_offer_the_vocabulary(ui: dash.Dash, vocab: dict) -> None:
     assert [page("weights").default_k(rule, vocab) for rule in ("sigma", "percentile", "mad")] == [3.0, 99.0, 3.0]
     mask_rules, ticked = page("selection").offer_rules(vocab)
     assert ticked == [o["value"] for o in mask_rules] == list(vocab["mask_rules"])
-    assert [o["value"] for o in page("finetune").offer_baselines(vocab)] == ["random", "ln", "lora", "full"]
+    assert [o["value"] for o in page("finetune").offer_baselines(vocab)] == list(BASELINES)  # the registry's, in its order
     assert page("overview").offer_sites_and_rules(None) == (dash.no_update, dash.no_update)  # nothing before it arrives
     assert page("weights").default_k("sigma", None) is dash.no_update
 
