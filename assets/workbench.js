@@ -41,6 +41,38 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
   },
 });
 
+/* Every figure's modebar gets SVG and 300 dpi PNG buttons: 7 in wide (672 px at plotly's 96 px per
+   inch, a paper's two-column width), the height in proportion, named after the figure. */
+const PAPER_WIDTH_PX = 672;
+
+function exportFigure(plot, format) {
+  const layout = plot._fullLayout;
+  const height = Math.max(240, Math.round(layout.height * PAPER_WIDTH_PX / layout.width));
+  const filename = ((plot._context || {}).toImageButtonOptions || {}).filename || "figure";
+  window.Plotly.downloadImage(plot, {format, width: PAPER_WIDTH_PX, height, scale: format === "png" ? 300 / 96 : 1, filename});
+}
+
+function addExportButtons(modebar) {
+  const plot = modebar.closest(".js-plotly-plot");
+  if (!plot || modebar.querySelector(".paper-export")) return;
+  const group = document.createElement("div");
+  group.className = "modebar-group paper-export";
+  for (const [format, label] of [["svg", "Download for a paper as SVG"], ["png", "Download for a paper as PNG, 300 dpi"]]) {
+    const button = document.createElement("a");
+    button.className = "modebar-btn paper-export-button";
+    button.setAttribute("role", "button");
+    button.setAttribute("aria-label", label);
+    button.setAttribute("data-title", label);
+    button.textContent = format.toUpperCase();
+    button.addEventListener("click", () => exportFigure(plot, format));
+    group.appendChild(button);
+  }
+  modebar.insertBefore(group, modebar.firstChild);
+}
+
+new MutationObserver(() => document.querySelectorAll(".modebar").forEach(addExportButtons))
+  .observe(document.documentElement, {childList: true, subtree: true});
+
 /* A slider's number box commits on blur only: Enter commits too. */
 document.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && event.target.matches(".dash-slider-container input[type=number]")) event.target.blur();

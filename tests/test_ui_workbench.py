@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,12 +20,18 @@ from tests.test_ui_browser import (  # noqa: F401  (fixtures, used by name)
     go,
     page,
     tiny_stack,
-    use_prompt,
     wait_for_stack,
     workdir,
 )
 
 SUMMER = "Summer is hot. Winter is"  # 24 byte tokens, 25 with BOS
+
+
+def use_prompt(page: Page, text: str) -> None:
+    """Run a prompt once the page has shown the tab's own (typing earlier would race the page's first fill)."""
+    expect(page.locator("#prompt-text")).not_to_have_value("")
+    page.locator("#prompt-text").fill(text)
+    page.get_by_role("button", name="Run", exact=True).click()
 
 
 def test_a_new_prompt_drops_what_no_longer_fits_and_shows_only_its_own_results(tiny_stack, page: Page) -> None:
@@ -330,3 +337,84 @@ def test_the_model_picker_switches_to_another_model_and_back_and_every_page_foll
         if served(api)["model"] != "tiny-random":
             httpx.post(api.url + "/api/model", json={"name": "tiny-random"}, timeout=30)
         wait_until_serving(api, "tiny-random")
+
+
+LONG_PROMPT = ("The keeper counted boats and wrote the weather down. " * 10)[:500]  # 500 byte tokens: near the tiny model's 512
+
+
+def test_a_long_prompt_keeps_the_page_short_and_the_results_beside_the_buttons(tiny_stack, page: Page) -> None:
+    api, ui = tiny_stack
+    page.goto(ui.url + "/layer?layer=1")
+    use_prompt(page, LONG_PROMPT)
+    expect(page).to_have_url(re.compile(r"prompt=The\+keeper"))  # the tab holds it now
+    page.goto(ui.url + "/layer?layer=1&position=400&dim=5")  # a position only the long prompt has
+    expect(page.locator("#lx-selected")).to_contain_text("position 400")
+    page.get_by_role("button", name="Zero", exact=True).click()
+    wait_for_stack(page, "pos 400 dim 5: zero")
+    height = page.evaluate("document.documentElement.scrollHeight")
+    assert height < 3000, height  # 501 rows of 18 px would make it over 9,000
+    pane = page.locator("#lx-heatmap-pane").bounding_box()
+    assert pane["height"] <= 0.75 * 1000
+    for what in ("Zero", "Reset"):
+        box = page.get_by_role("button", name=what, exact=True).bounding_box()
+        assert box["y"] < pane["y"] + pane["height"]  # beside the heatmap, not below it
+    numbers = page.locator("#lx-numbers").bounding_box()
+    assert numbers["y"] < pane["y"] + pane["height"] and numbers["x"] > pane["x"] + pane["width"] - 5  # the results sit next to their buttons
+
+
+def test_split_characters_show_as_their_bytes(tiny_stack, page: Page) -> None:
+    api, ui = tiny_stack
+    page.goto(ui.url + "/layer?layer=1")
+    use_prompt(page, "Hot 🙂 day")
+    labels = page.locator("#lx-heatmap .yaxislayer-above .ytick")
+    expect(labels).to_have_count(13)  # BOS, "Hot ", the four bytes of the emoji, " day"
+    texts = labels.all_text_contents()
+    assert "5 '<0xF0>'" in texts and "8 '<0x82>'" in texts and not any("\ufffd" in t for t in texts)
+
+
+def test_the_weights_layer_stays_where_it_was_put_through_an_invalid_k(tiny_stack, page: Page) -> None:
+    api, ui = tiny_stack
+    page.goto(ui.url + "/weights")
+    expect(page.locator("#wt-histogram .js-plotly-plot")).to_have_count(2)
+    box = page.locator("#wt-layer input[type=number]")
+    box.fill("3")
+    box.press("Enter")
+    expect(page.locator("#wt-histogram")).to_contain_text("model.layers.3.")
+    page.get_by_text("percentile", exact=True).click()
+    k = page.locator("#wt-k")
+    k.fill("150")  # a percentile past 100: the API refuses it
+    k.press("Enter")
+    expect(page.locator("#wt-message")).to_contain_text("Could not read the weight statistics")
+    k.fill("99")
+    k.press("Enter")
+    expect(page.locator("#wt-message")).not_to_contain_text("Could not")
+    expect(page.locator("#wt-histogram")).to_contain_text("model.layers.3.")
+    assert box.input_value() == "3"
+
+
+def test_every_figure_exports_svg_and_a_300_dpi_png_and_none_can_be_shared(tiny_stack, page: Page) -> None:
+    api, ui = tiny_stack
+    for label in ("Overview", "Layer explorer", "Attention", "Weights", "Fine-tune"):
+        page.goto(ui.url + "/")
+        go(page, label)
+        plots = page.locator(".js-plotly-plot")
+        expect(plots.first).to_be_attached()
+        page.wait_for_timeout(1500)
+        count = plots.count()
+        expect(page.locator(".modebar .paper-export")).to_have_count(count)
+        assert page.locator(".modebar-btn[data-title^='Share'], .modebar-btn[data-title*='Chart Studio']").count() == 0
+
+    page.goto(ui.url + "/")
+    curve = page.locator("#ov-curve")
+    expect(curve.locator(".scatterlayer .trace")).to_have_count(4)
+    curve.hover()
+    with page.expect_download() as svg:
+        curve.get_by_role("button", name="Download for a paper as SVG").click()
+    assert svg.value.suggested_filename == "largest-activations-per-layer.svg"
+    text = Path(svg.value.path()).read_text()
+    assert text.startswith("<svg") and 'width="672"' in text
+    with page.expect_download() as png:
+        curve.get_by_role("button", name="Download for a paper as PNG, 300 dpi").click()
+    data = Path(png.value.path()).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int.from_bytes(data[16:20], "big") == 2100  # 7 in at 300 dpi

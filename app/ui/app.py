@@ -15,11 +15,27 @@ from urllib.parse import parse_qs
 
 import dash
 import httpx
-from dash import ALL, ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
+from dash import (
+    ALL,
+    ClientsideFunction,
+    Input,
+    Output,
+    State,
+    ctx,
+    dcc,
+    html,
+    no_update,
+)
 
 from app.ui import ids, url_state
 from app.ui.client import ApiClient, ApiProblem
-from app.ui.components import CLIENT_ATTRIBUTE, api, listed_mask, problem_box, user_action
+from app.ui.components import (
+    CLIENT_ATTRIBUTE,
+    api,
+    listed_mask,
+    problem_box,
+    user_action,
+)
 from app.ui.state import (
     DEFAULT_PROMPT,
     PRESET_LABELS,

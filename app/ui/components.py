@@ -9,6 +9,7 @@ from dash import Input, Output, State, ctx, dcc, html, no_update
 
 from app.ui import ids, url_state
 from app.ui.client import ApiClient, ApiProblem
+from app.ui.figures import graph_config
 from app.ui.state import split_fitting
 
 CLIENT_ATTRIBUTE = "outlier_lab_client"
@@ -57,6 +58,12 @@ def spinner(*children: Any, id: str | None = None) -> dcc.Loading:
     """Shown over a view while its callback runs: long model calls never look frozen."""
     kwargs = {"id": id} if id else {}
     return dcc.Loading(list(children), type="default", delay_show=250, **kwargs)
+
+
+def graph(graph_id: str | dict, figure: Any, name: str) -> dcc.Graph:
+    """A figure whose modebar shares nothing and exports for a paper (assets/workbench.js adds SVG
+    and 300 dpi PNG buttons to every modebar); `name` names the files."""
+    return dcc.Graph(id=graph_id, figure=figure, config=graph_config(name))
 
 
 def table(columns: list[str], rows: Iterable[Iterable[Any]], class_name: str = "", row_ids: list[str] | None = None) -> html.Table:

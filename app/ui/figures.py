@@ -23,6 +23,24 @@ LOG_FLOOR = 1e-6  # |x| below this is drawn at the floor of the log colour scale
 HEATMAP_ROW_PX = 18  # per token row, so labels stay legible on long prompts
 
 
+PAPER_WIDTH_PX = 672  # 7 in at the 96 px per inch plotly lays out in: a two-column figure of a paper
+PAPER_DPI = 300
+NO_SHARING = ["sendChartToCloud", "sendDataToCloud", "editInChartStudio"]  # they upload the data to a third-party service
+
+
+def graph_config(name: str) -> dict:
+    """A figure's plotly config: no button that sends data off the machine, and the camera button
+    downloading a PNG at 300 dpi named after the figure."""
+    return {
+        "displaylogo": False,
+        "showSendToCloud": False,
+        "showEditInChartStudio": False,
+        "showLink": False,
+        "modeBarButtonsToRemove": NO_SHARING,
+        "toImageButtonOptions": {"format": "png", "filename": name, "scale": PAPER_DPI / 96},
+    }
+
+
 def _layout(fig: go.Figure, title: str, height: int = 360, **kwargs) -> go.Figure:
     fig.update_layout(
         title={"text": title, "x": 0.01, "font": {"size": 15}},

@@ -12,6 +12,7 @@ from app.ui.client import ApiProblem
 from app.ui.components import (
     WAITING,
     api,
+    graph,
     labelled,
     layer_marks,
     note,
@@ -45,10 +46,11 @@ def layout(**query) -> html.Div:
             labelled("Head", dcc.Dropdown(id=ids.AT_HEAD, options=head_options(0 if head == MEAN else head + 1), value=head, clearable=False)),
         ], className="controls layer-controls"),
         html.Div(id=ids.AT_MESSAGE),
-        spinner(dcc.Graph(id=ids.AT_PATTERN, figure=figures.empty_figure("Loading the pattern…"), config={"displaylogo": False})),
+        # a long prompt's pattern scrolls in a box of fixed height
+        html.Div(spinner(graph(ids.AT_PATTERN, figures.empty_figure("Loading the pattern…"), "attention-pattern")), className="heatmap-pane"),
         spinner(html.Div([
-            html.Div(dcc.Graph(id=ids.AT_SINK, figure=figures.empty_figure(""), config={"displaylogo": False}), className="half"),
-            html.Div(dcc.Graph(id=ids.AT_HEADS, figure=figures.empty_figure(""), config={"displaylogo": False}), className="half"),
+            html.Div(graph(ids.AT_SINK, figures.empty_figure(""), "sink-per-layer"), className="half"),
+            html.Div(graph(ids.AT_HEADS, figures.empty_figure(""), "sink-per-head"), className="half"),
         ], className="row")),
     ])
 

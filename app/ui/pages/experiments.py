@@ -11,7 +11,7 @@ from dash import ALL, Input, Output, State, dcc, html, no_update
 from app.ui import ids
 from app.ui.client import ApiProblem
 from app.ui.components import api, card, labelled, note, problem_box, spinner, table, user_action
-from app.ui.figures import empty_figure
+from app.ui.figures import empty_figure, graph_config
 from app.ui.state import format_value, options
 
 dash.register_page(__name__, path="/experiments", name="Experiments", order=6, title="Outlier Lab · Experiments")
@@ -170,7 +170,7 @@ def sweep_view(sweep: dict) -> list:
     head = html.Div(f"{sweep['id']} · {sweep['model']} · {sweep['state']} · {sweep['done']} of {sweep['trials']} trials done",
                     className="sweep-state", **{"data-state": sweep["state"]})
     bar = html.Div(html.Div(className=f"progress-bar {sweep['state']}", style={"width": f"{share:.1%}"}), className="progress", role="progressbar")
-    graphs = [dcc.Graph(figure=pareto_figure(sweep["pareto"][cost], sweep["metric"], cost, base_value(sweep)), config={"displaylogo": False},
+    graphs = [dcc.Graph(figure=pareto_figure(sweep["pareto"][cost], sweep["metric"], cost, base_value(sweep)), config=graph_config(f"pareto-{cost}"),
                         className="sweep-pareto") for cost in COST_TITLES]
     files = [html.Button(name, id={"type": FILE, "sweep": sweep["id"], "name": name}, className="button", n_clicks=0) for name in DOWNLOADS if name in sweep["files"]]
     return [

@@ -17,6 +17,7 @@ from app.ui.components import (
     WAITING,
     api,
     card,
+    graph,
     labelled,
     mask_line,
     note,
@@ -78,8 +79,8 @@ def layout(**query) -> html.Div:
         html.Div(id=ids.FT_RESULTS),
         spinner(html.Div(id=ids.FT_APPLY_MESSAGE)),
         html.Div([
-            html.Div(dcc.Graph(id=ids.FT_LOSS, figure=figures.empty_figure("Start a run to see its loss."), config={"displaylogo": False}), className="half"),
-            html.Div(dcc.Graph(id=ids.FT_OUTLIERS, figure=figures.empty_figure(""), config={"displaylogo": False}), className="half"),
+            html.Div(graph(ids.FT_LOSS, figures.empty_figure("Start a run to see its loss."), "training-loss"), className="half"),
+            html.Div(graph(ids.FT_OUTLIERS, figures.empty_figure(""), "outliers-before-after-fine-tuning"), className="half"),
         ], className="row"),
         card("Earlier runs", html.Div(id=ids.FT_RUNS, className="table-scroll")),
     ])

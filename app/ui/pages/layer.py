@@ -15,6 +15,7 @@ from app.ui.components import (
     card,
     chosen_only,
     fitting_stack,
+    graph,
     labelled,
     layer_marks,
     mask_line,
@@ -80,8 +81,10 @@ def layout(layer: str | None = None, position: str | None = None, dim: str | Non
             labelled("Columns", dcc.RadioItems(id=ids.LX_VIEW, options=[{"label": v, "value": k} for k, v in VIEWS.items()], value=view)),
         ], className="controls layer-controls"),
         html.Div(id=ids.LX_MESSAGE),
-        spinner(dcc.Graph(id=ids.LX_HEATMAP, figure=figures.empty_figure("Loading the layer…"), config={"displaylogo": False})),
+        # The heatmap scrolls in a box of fixed height, whatever the prompt's length; the buttons and
+        # the numbers they produce sit beside it, side by side, never thousands of pixels down.
         html.Div([
+            html.Div(spinner(graph(ids.LX_HEATMAP, figures.empty_figure("Loading the layer…"), "layer-heatmap")), className="heatmap-pane", id="lx-heatmap-pane"),
             card("Selected coordinate", html.Div(id=ids.LX_SELECTED, className="selected-coordinate"),
                  html.Div([
                      html.Button("Zero", id=ids.LX_ZERO, className="button", n_clicks=0),
@@ -93,21 +96,21 @@ def layout(layer: str | None = None, position: str | None = None, dim: str | Non
                  ], className="buttons"),
                  labelled("Perplexity on", dcc.RadioItems(id=ids.LX_EVAL, options=[{"label": v, "value": k} for k, v in EVAL_SOURCES.items()], value=eval_source, inline=True)),
                  html.Div(id=ids.LX_STACK),
+                 spinner(
+                     html.Div(id=ids.LX_INTERVENE_MESSAGE),
+                     html.Div(id=REFRESH_MESSAGE),
+                     html.Div(id=ids.LX_PPL),
+                     html.Div(id=ids.LX_PREDICTIONS),
+                 ),
                  html.Div([html.Button("Add this dim's weights to the selection", id=ids.LX_ADD_MASK, className="button", n_clicks=0)], className="buttons"),
                  spinner(html.Div(id=ids.LX_MASK_MESSAGE)),
-                 class_name="half"),
-            card("Top dims per token", html.Div(id=ids.LX_TOPDIMS, className="table-scroll"), class_name="half"),
+                 class_name="side-pane"),
+        ], className="workbench-split"),
+        html.Div([
+            html.Div(graph(ids.LX_EFFECT_CURVE, figures.empty_figure("Intervene to compare layers before and after."), "largest-activation-before-after"), className="half"),
+            html.Div(graph(ids.LX_EFFECT_SINK, figures.empty_figure(""), "sink-before-after"), className="half"),
         ], className="row"),
-        spinner(
-            html.Div(id=ids.LX_INTERVENE_MESSAGE),
-            html.Div(id=REFRESH_MESSAGE),
-            html.Div(id=ids.LX_PPL),
-            html.Div([
-                html.Div(dcc.Graph(id=ids.LX_EFFECT_CURVE, figure=figures.empty_figure("Intervene to compare layers before and after."), config={"displaylogo": False}), className="half"),
-                html.Div(dcc.Graph(id=ids.LX_EFFECT_SINK, figure=figures.empty_figure(""), config={"displaylogo": False}), className="half"),
-            ], className="row"),
-            html.Div(id=ids.LX_PREDICTIONS),
-        ),
+        card("Top dims per token", html.Div(id=ids.LX_TOPDIMS, className="table-scroll")),
     ])
 
 
@@ -291,7 +294,7 @@ def _number(label: str, loss: dict, sub: str, css: str = "") -> html.Div:
 def predictions_table(result: dict) -> html.Div:
     before, after = result["top_k"]["before"], result["top_k"]["after"]
     rows = [[repr(b["token"]), f"{b['prob']:.1%}", repr(a["token"]), f"{a['prob']:.1%}"] for b, a in zip(before, after)]
-    return card("Next token after the prompt", table(["before", "p", "after", "p"], rows))
+    return html.Div([html.H4("Next token after the prompt"), table(["before", "p", "after", "p"], rows)], className="predictions")
 
 
 @dash.callback(

@@ -11,7 +11,16 @@ from dash import Input, Output, State, dcc, html, no_update
 
 from app.ui import ids
 from app.ui.client import ApiProblem
-from app.ui.components import api, card, labelled, note, problem_box, spinner, table, user_action
+from app.ui.components import (
+    api,
+    card,
+    labelled,
+    note,
+    problem_box,
+    spinner,
+    table,
+    user_action,
+)
 
 dash.register_page(__name__, path="/model", name="Model", order=7, title="Outlier Lab · Model")
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import dash
 from dash import Input, Output, State, dcc, html
 
-from app.ui import figures, ids, url_state
+from app.ui import figures, ids
 from app.ui.client import ApiProblem
 from app.ui.components import (
     WAITING,
     api,
     card,
     chosen_only,
+    graph,
     labelled,
     note,
     problem_box,
@@ -46,12 +47,12 @@ def layout(**query) -> html.Div:
         ], className="controls"),
         spinner(
             html.Div(id=ids.OV_MESSAGE),
-            dcc.Graph(id=ids.OV_CURVE, figure=figures.empty_figure("Run a prompt to see its layers."), config={"displaylogo": False}),
+            graph(ids.OV_CURVE, figures.empty_figure("Run a prompt to see its layers."), "largest-activations-per-layer"),
             html.Div([
                 card("Massive activations", html.Div(id=ids.OV_MASSIVE), class_name="half"),
                 card("Recurring dims and tokens", html.Div(id=ids.OV_RECURRING), class_name="half"),
             ], className="row"),
-            dcc.Graph(id=ids.OV_SINK, figure=figures.empty_figure(""), config={"displaylogo": False}),
+            graph(ids.OV_SINK, figures.empty_figure(""), "attention-sink-per-layer"),
             id=ids.OV_LOADING,
         ),
     ])

@@ -15,6 +15,7 @@ from app.ui.components import (
     api,
     card,
     chosen_only,
+    graph,
     labelled,
     layer_marks,
     mask_line,
@@ -58,15 +59,15 @@ def layout(**query) -> html.Div:
              html.Div([html.Button("Add these entries to the selection", id=ids.WT_ADD_MASK, className="button", n_clicks=0),
                        html.Small("or click an outlier marker (▲) in any histogram, or a bar of outlier rows and columns", className="hint")], className="buttons")),
         spinner(html.Div([
-            html.Div(dcc.Graph(id=ids.WT_ACROSS, figure=figures.empty_figure(""), config={"displaylogo": False}), className="half"),
-            html.Div(dcc.Graph(id=ids.WT_OVERVIEW, figure=figures.empty_figure(""), config={"displaylogo": False}), className="half"),
+            html.Div(graph(ids.WT_ACROSS, figures.empty_figure(""), "largest-norm-scale-per-layer"), className="half"),
+            html.Div(graph(ids.WT_OVERVIEW, figures.empty_figure(""), "norm-scale-at-outlier-dims"), className="half"),
         ], className="row")),
         card("Projection matrix",
              labelled("Matrix", dcc.Dropdown(id=ids.WT_MATRIX, options=chosen_only(matrix) if matrix else [], value=matrix, placeholder="pick a matrix of this layer")),
              html.Div(id=ids.WT_NOTE),
              spinner(html.Div([
-                 html.Div(dcc.Graph(id=ids.WT_MATRIX_HIST, figure=figures.empty_figure("Pick a matrix."), config={"displaylogo": False}), className="half"),
-                 html.Div(dcc.Graph(id=ids.WT_LINES, figure=figures.empty_figure(""), config={"displaylogo": False}), className="half"),
+                 html.Div(graph(ids.WT_MATRIX_HIST, figures.empty_figure("Pick a matrix."), "matrix-histogram"), className="half"),
+                 html.Div(graph(ids.WT_LINES, figures.empty_figure(""), "outlier-rows-and-columns"), className="half"),
              ], className="row"))),
     ])
 
@@ -171,7 +172,7 @@ def placed_layer(layer: int, seed: dict, focused: bool, summary: dict) -> int:
 def norm_graph(stats: dict, summary: dict) -> html.Div:
     """One norm's histogram, the prompt's largest massive dims marked on it."""
     marks = [{"dim": e["dim"], "value": e["value"]} for e in summary["at_dims"] if e["parameter"] == stats["name"] and e["dim"] in summary["marked"]]
-    return html.Div(dcc.Graph(id={"type": NORM_HIST, "name": stats["name"]}, figure=figures.weight_histogram(stats, marks), config={"displaylogo": False}), className="half")
+    return html.Div(graph({"type": NORM_HIST, "name": stats["name"]}, figures.weight_histogram(stats, marks), stats["name"].replace(".", "-")), className="half")
 
 
 def matrix_options(matrices: list[str], layer: int, current: str | None) -> tuple[list[dict], str | None]:
