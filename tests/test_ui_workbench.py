@@ -8,6 +8,8 @@ hold up on long prompts, and figures that export for a paper.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +18,12 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.test_ui_browser import (  # noqa: F401  (fixtures, used by name)
+    Server,
+    _env,
+    _stop,
+    _wait,
     browser,
+    free_port,
     go,
     page,
     tiny_stack,
@@ -418,3 +425,35 @@ def test_every_figure_exports_svg_and_a_300_dpi_png_and_none_can_be_shared(tiny_
     data = Path(png.value.path()).read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert int.from_bytes(data[16:20], "big") == 2100  # 7 in at 300 dpi
+
+
+def test_a_ui_served_beyond_loopback_with_a_key_asks_its_user_for_the_key(workdir: Path, page: Page) -> None:
+    env = {**_env(workdir / "runs-keyed"), "OUTLIER_LAB_API_KEY": "s3cret"}
+    api_port, ui_port = free_port(), free_port()
+    servers = []
+    try:
+        for args, port in ((["api", "--model", "tiny-random", "--device", "cpu"], api_port), (["ui", "--host", "0.0.0.0", "--api-url", f"http://127.0.0.1:{api_port}"], ui_port)):
+            log = workdir / f"keyed-{args[0]}.log"
+            with log.open("wb") as sink:
+                process = subprocess.Popen([sys.executable, "-m", "app.cli.main", *args, "--port", str(port)], env=env, stdout=sink, stderr=subprocess.STDOUT)
+            servers.append(Server(f"http://127.0.0.1:{port}", process, log))
+        api, ui = servers
+        _wait(api, "/api/health", lambda r: r.status_code == 200 and r.json()["ready"])
+        _wait(ui, "/", lambda r: r.status_code == 200)
+
+        page.goto(ui.url + "/layer?layer=2")
+        expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+        expect(page.locator("#model-status")).to_have_count(0)  # no workbench, nothing of the API's
+        page.locator("#login-key").fill("guess")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.locator("#login-refused")).to_contain_text("The API refused that key")
+        page.locator("#login-key").fill("s3cret")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page).to_have_url(re.compile(r"/layer\?layer=2"))
+        expect(page.locator("#model-status")).to_contain_text("tiny-random ·")
+        expect(page.locator("#lx-heatmap .heatmaplayer image")).to_be_attached()
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    finally:
+        for server in servers:
+            _stop(server)

@@ -15,6 +15,7 @@ from app.api.main import create_app as create_api
 from app.api.settings import Settings
 from app.ui import state, url_state
 from app.ui.app import create_app
+from app.ui.client import ApiProblem
 from outlier_core.load.models import LoadedModel
 from tests.ui_helpers import page
 
@@ -105,3 +106,46 @@ def test_a_wild_learning_rate_gets_a_word() -> None:
     finetune = page("finetune")
     assert "far above the usual range" in finetune.lr_warning(1e9) and "far below" in finetune.lr_warning(1e-9)
     assert finetune.lr_warning(1e-3) is None
+
+
+@pytest.fixture(scope="module")
+def keyed(tiny: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dash.Dash]:
+    """A UI that asks its users for the key of an API that wants one (as when served beyond loopback)."""
+    settings = Settings(max_tokens=256, runs_dir=tmp_path_factory.mktemp("keyed-runs"), api_key="s3cret")
+    with TestClient(create_api(settings, model=tiny)) as http:
+        yield create_app("http://testserver", http=http, ask_for_key=True)
+
+
+def test_a_ui_that_asks_for_the_key_signs_users_in_and_sends_only_their_key(keyed: dash.Dash, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTLIER_LAB_API_KEY", "s3cret")  # the server's key in the UI's environment is never sent for anyone
+    web = keyed.server.test_client()
+    assert "Sign in" in web.get("/_dash-layout").get_data(as_text=True)  # no workbench before signing in
+
+    refused = web.post("/_outlier/login", data={"key": "guess", "next": "/layer?layer=2"})
+    assert refused.status_code == 303 and refused.headers["Location"] == "/layer?layer=2"
+    assert "outlier_lab_key=" not in (refused.headers.get("Set-Cookie") or "")
+    form = str(web.get("/_dash-layout", headers={"Referer": "http://localhost/layer?layer=2"}).get_json())
+    assert "The API refused that key" in form and "/layer?layer=2" in form  # said, and the form leads back to the page
+
+    signed = web.post("/_outlier/login", data={"key": "s3cret", "next": "/layer?layer=2"})
+    assert signed.status_code == 303 and signed.headers["Location"] == "/layer?layer=2"
+    cookie = signed.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Expires" not in cookie  # a session cookie, out of scripts' reach
+    shell_layout = web.get("/_dash-layout").get_data(as_text=True)
+    assert "prompt-text" in shell_layout and "Sign out" in shell_layout
+
+    components = importlib.import_module("app.ui.components")
+    with keyed.server.test_request_context("/", headers={"Cookie": "outlier_lab_key=s3cret"}):
+        assert components.api().model()["name"] == "tiny-random"
+    with keyed.server.test_request_context("/"), pytest.raises(ApiProblem) as refused_call:
+        components.api().model()
+    assert refused_call.value.kind == "auth" and "Sign in again" in refused_call.value.message
+    assert web.post("/_outlier/login", data={"key": "s3cret", "next": "//evil.example/"}).headers["Location"] == "/"
+
+
+def test_signing_out_forgets_the_key(keyed: dash.Dash) -> None:
+    web = keyed.server.test_client()
+    web.post("/_outlier/login", data={"key": "s3cret", "next": "/"})
+    out = web.post("/_outlier/logout")
+    assert out.status_code == 303 and "outlier_lab_key=;" in out.headers["Set-Cookie"]
+    assert "Sign in" in web.get("/_dash-layout").get_data(as_text=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from app.cli.common import CliError
 
@@ -29,13 +30,15 @@ def quiet_servers() -> None:
 
 def run(args: argparse.Namespace) -> None:
     from app.ui.app import create_app
+    from app.ui.client import API_KEY_ENV
 
     if not 1 <= args.port <= 65535:
         raise CliError(f"--port: must be in 1..65535, got {args.port}")
     if not args.api_url.startswith(("http://", "https://")):
         raise CliError(f"--api-url: must start with http:// or https://, got {args.api_url!r}")
-    if args.host not in LOOPBACK:
+    ask_for_key = args.host not in LOOPBACK and bool(os.environ.get(API_KEY_ENV))  # never the server's key for whoever reaches it
+    if args.host not in LOOPBACK and not ask_for_key:
         log.warning("serving the UI on %s: anyone who can reach it can drive the model through it", args.host)
     quiet_servers()
-    log.info("Outlier Lab UI on http://%s:%d (API: %s)", args.host, args.port, args.api_url)
-    create_app(args.api_url).run(host=args.host, port=args.port, debug=False)
+    log.info("Outlier Lab UI on http://%s:%d (API: %s)%s", args.host, args.port, args.api_url, "; users sign in with the API's key" if ask_for_key else "")
+    create_app(args.api_url, ask_for_key=ask_for_key).run(host=args.host, port=args.port, debug=False)

@@ -27,9 +27,10 @@ from dash import (
     no_update,
 )
 
-from app.ui import ids, url_state
-from app.ui.client import ApiClient, ApiProblem
+from app.ui import ids, login, url_state
+from app.ui.client import SIGN_IN_AGAIN, ApiClient, ApiProblem
 from app.ui.components import (
+    ASKS_FOR_KEY,
     CLIENT_ATTRIBUTE,
     api,
     listed_mask,
@@ -50,8 +51,12 @@ PAGES = Path(__file__).resolve().parent / "pages"
 HEALTH_EVERY_MS = 2_000
 
 
-def create_app(api_url: str, http: httpx.Client | None = None) -> dash.Dash:
-    """The Dash app talking to the API at `api_url` (`http`: a ready client, for tests)."""
+def create_app(api_url: str, http: httpx.Client | None = None, ask_for_key: bool = False) -> dash.Dash:
+    """The Dash app talking to the API at `api_url` (`http`: a ready client, for tests).
+
+    `ask_for_key`: each user signs in with the API's key (app/ui/login.py) instead of the app
+    sending $OUTLIER_LAB_API_KEY for everyone: what a UI served beyond loopback must do.
+    """
     app = dash.Dash(
         "app.ui",  # the package: Dash then imports the pages as app.ui.pages.<name>, the same modules tests import
         use_pages=True,
@@ -61,9 +66,24 @@ def create_app(api_url: str, http: httpx.Client | None = None) -> dash.Dash:
         suppress_callback_exceptions=True,  # each page's components exist only while it is shown
         update_title=None,  # no "Updating..." flicker in the tab title during long model calls
     )
-    setattr(app, CLIENT_ATTRIBUTE, ApiClient(api_url, http=http))
-    app.layout = _shell()
+    if not ask_for_key:
+        setattr(app, CLIENT_ATTRIBUTE, ApiClient(api_url, http=http))
+        app.layout = _shell()
+        return app
+    client = ApiClient(api_url, api_key="", http=http, auth_hint=SIGN_IN_AGAIN)
+    setattr(app, CLIENT_ATTRIBUTE, client)
+    setattr(app, ASKS_FOR_KEY, True)
+    login.install(app.server, lambda key: key_refusal(client, key))
+    app.layout = lambda: _shell(signed_in=True) if login.request_key() else login.form()
     return app
+
+
+def key_refusal(client: ApiClient, key: str) -> str | None:
+    """None when the API takes `key`; else why the user cannot sign in with it."""
+    try:
+        return None if client.with_key(key).accepts_key() else "The API refused that key."
+    except ApiProblem as problem:
+        return problem.message
 
 
 def _nav() -> html.Nav:
@@ -102,7 +122,8 @@ def _deltas_bar() -> html.Div:
     ], id=ids.DELTAS_BAR, className="deltas-bar", hidden=True, role="status")
 
 
-def _shell() -> html.Div:
+def _shell(signed_in: bool = False) -> html.Div:
+    """`signed_in`: the user gave the API's key (a Sign out button then sits in the header)."""
     return html.Div([
         dcc.Location(id=ids.LOCATION),
         dcc.Interval(id=ids.HEALTH_POLL, interval=HEALTH_EVERY_MS),
@@ -123,7 +144,10 @@ def _shell() -> html.Div:
         dcc.Store(id=ids.URL_SYNCED, storage_type="memory"),
         html.Header([
             html.Div([html.Span("Outlier Lab", className="brand"), _nav()], className="header-left"),
-            dcc.Link(html.Div("connecting…", id=ids.STATUS, className="status status-unknown"), href="/model", title="choose the served model", className="status-link"),
+            html.Div([
+                dcc.Link(html.Div("connecting…", id=ids.STATUS, className="status status-unknown"), href="/model", title="choose the served model", className="status-link"),
+                login.sign_out_button() if signed_in else None,
+            ], className="header-right"),
         ], className="header"),
         _deltas_bar(),
         html.Div(id=ids.BANNER),

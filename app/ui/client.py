@@ -8,6 +8,7 @@ of the view they could not draw.
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
@@ -41,11 +42,16 @@ def _detail(response: httpx.Response) -> tuple[str, str | None]:
     return str(body)[:300], None
 
 
+SIGN_IN_AGAIN = "Sign in again with the API's key (Sign out, top right)."
+
+
 class ApiClient:
-    def __init__(self, base_url: str, api_key: str | None = None, http: httpx.Client | None = None):
+    def __init__(self, base_url: str, api_key: str | None = None, http: httpx.Client | None = None, auth_hint: str | None = None):
+        """`api_key`: None reads $OUTLIER_LAB_API_KEY; "" sends none. `auth_hint`: what a refused key should make the user do."""
         self.base_url = base_url.rstrip("/")
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
         headers = {"X-API-Key": key} if key else {}
+        self._auth_hint = auth_hint or f"Give the UI the API's key in ${API_KEY_ENV}."
         # `http` lets tests hand in a client bound to an in-process app (Starlette's TestClient).
         self._http = http or httpx.Client(base_url=self.base_url, timeout=MODEL_TIMEOUT_S)
         self._headers = headers
@@ -53,6 +59,22 @@ class ApiClient:
 
     def close(self) -> None:
         self._http.close()
+
+    def with_key(self, key: str | None) -> ApiClient:
+        """This client (the same connection pool) sending `key`, or no key."""
+        twin = copy.copy(self)
+        twin._headers = {"X-API-Key": key} if key else {}
+        return twin
+
+    def accepts_key(self) -> bool:
+        """Whether the API takes this client's key. Raises ApiProblem when it cannot tell (unreachable, failing)."""
+        try:
+            self._call("GET", "/api/vocab", timeout=QUICK_TIMEOUT_S)
+        except ApiProblem as problem:
+            if problem.kind == "auth":
+                return False
+            raise
+        return True
 
     def _call(self, method: str, path: str, *, json: Any = None, params: Any = None, files: Any = None, data: Any = None, timeout: float = MODEL_TIMEOUT_S, raw: bool = False) -> Any:
         try:
@@ -80,7 +102,7 @@ class ApiClient:
         detail, field = _detail(response)
         status = response.status_code
         if status == 401:
-            return ApiProblem("auth", f"The API refused the request: {detail}. Give the UI the API's key in ${API_KEY_ENV}.", status, field)
+            return ApiProblem("auth", f"The API refused the request: {detail}. {self._auth_hint}", status, field)
         if status == 503:
             return ApiProblem("loading", f"The model is not ready: {detail}", status, field)
         if status in (404, 405) and field is None:

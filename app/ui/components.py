@@ -7,17 +7,21 @@ from typing import Any, Iterable
 import dash
 from dash import Input, Output, State, ctx, dcc, html, no_update
 
-from app.ui import ids, url_state
+from app.ui import ids, login, url_state
 from app.ui.client import ApiClient, ApiProblem
 from app.ui.figures import graph_config
 from app.ui.state import split_fitting
 
 CLIENT_ATTRIBUTE = "outlier_lab_client"
+ASKS_FOR_KEY = "outlier_lab_asks_for_key"
 
 
 def api() -> ApiClient:
-    """The client of the app serving this callback (set by `create_app`)."""
-    return getattr(dash.get_app(), CLIENT_ATTRIBUTE)
+    """The client of the app serving this callback (set by `create_app`); when the app asks its
+    users for the API's key, it sends the key of the user whose callback this is."""
+    app = dash.get_app()
+    client = getattr(app, CLIENT_ATTRIBUTE)
+    return client.with_key(login.request_key()) if getattr(app, ASKS_FOR_KEY, False) else client
 
 
 def user_action() -> str | dict | None:
