@@ -16,6 +16,7 @@ from app.api.routes import (
     mask_edits,
     masks,
     model,
+    notebook,
     scan,
     sweeps,
     tokenize,
@@ -25,5 +26,5 @@ from app.api.routes import (
 
 api_router = APIRouter(prefix="/api")
 api_router.include_router(health.router)
-for module in (vocab, model, deltas, scan, tokenize, activations, attention, weights, layer_weights, intervene, masks, mask_edits, jobs, sweeps):
+for module in (vocab, model, deltas, scan, tokenize, activations, attention, weights, layer_weights, intervene, masks, mask_edits, notebook, jobs, sweeps):
     api_router.include_router(module.router, dependencies=[Depends(require_api_key)])
