@@ -32,6 +32,13 @@ window.outlierLab = {
   },
 };
 
+/* The browser session's lab notebook: an id in a session cookie, shared by the session's tabs. */
+if (!document.cookie.split("; ").some((c) => c.startsWith("outlier_lab_notebook="))) {
+  const bytes = window.crypto.getRandomValues(new Uint8Array(16));  // getRandomValues works on plain http too
+  const id = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  document.cookie = `outlier_lab_notebook=${id}; path=/; SameSite=Strict`;
+}
+
 window.dash_clientside = Object.assign({}, window.dash_clientside, {
   outlier: {
     writeShell(query) {

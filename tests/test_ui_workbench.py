@@ -7,6 +7,7 @@ hold up on long prompts, and figures that export for a paper.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
+
+from app.ui.state import format_perplexity
 
 from tests.test_ui_browser import (  # noqa: F401  (fixtures, used by name)
     Server,
@@ -457,3 +460,45 @@ def test_a_ui_served_beyond_loopback_with_a_key_asks_its_user_for_the_key(workdi
     finally:
         for server in servers:
             _stop(server)
+
+
+def test_the_notebook_records_scans_and_interventions_reopens_them_and_its_command_prints_the_same_numbers(tiny_stack, page: Page) -> None:
+    api, ui = tiny_stack
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.goto(ui.url + "/")
+    expect(page.locator("#ov-curve .scatterlayer .trace")).to_have_count(4)
+    page.goto(ui.url + "/layer?layer=1&position=3&dim=5")
+    use_prompt(page, SUMMER)
+    page.get_by_role("button", name="Zero", exact=True).click()
+    wait_for_stack(page, "L1 resid_post pos 3 dim 5: zero")
+    shown = page.locator("#lx-numbers .value").all_inner_texts()
+
+    go(page, "Notebook")
+    entries = page.locator(".notebook-entry")
+    expect(entries.first).to_have_attribute("data-kind", "intervene")
+    expect(page.locator(".notebook-entry[data-kind=scan]").first).to_be_visible()
+    latest = entries.first
+    command = latest.locator("pre[id^=nb-cli-]").inner_text()
+    assert command.startswith("outlier-lab intervene --model tiny-random --device cpu")
+    latest.locator(".code-block", has=page.locator("pre[id^=nb-cli-]")).locator(".copy").click()
+    assert page.evaluate("navigator.clipboard.readText()") == command  # copy as code
+
+    shell = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=300, check=True,
+                           env={**_env(workdir_of(api)), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
+    printed = json.loads(shell.stdout)
+    assert [format_perplexity(printed[k]["perplexity"]) for k in ("baseline", "intervened", "control")] == shown
+
+    with page.expect_download() as exported:
+        page.get_by_role("button", name="Export JSON", exact=True).click()
+    notebook = json.loads(Path(exported.value.path()).read_text())
+    assert {e["kind"] for e in notebook["entries"]} >= {"scan", "intervene"}
+
+    page.reload()  # the session's notebook outlives a reload, and reopens a view
+    latest = page.locator(".notebook-entry").first
+    latest.get_by_role("link", name="reopen").click()
+    expect(page.locator("#lx-stack")).to_contain_text("L1 resid_post pos 3 dim 5: zero")
+    expect(page.locator("#lx-numbers .value").first).to_have_text(shown[0])
+
+
+def workdir_of(api) -> Path:
+    return api.log.parent / "runs-notebook"

@@ -9,6 +9,7 @@ from typing import Iterator
 
 import dash
 import pytest
+from dash._get_app import app_context
 from fastapi.testclient import TestClient
 
 from app.api.main import create_app as create_api
@@ -114,6 +115,7 @@ def keyed(tiny: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     settings = Settings(max_tokens=256, runs_dir=tmp_path_factory.mktemp("keyed-runs"), api_key="s3cret")
     with TestClient(create_api(settings, model=tiny)) as http:
         yield create_app("http://testserver", http=http, ask_for_key=True)
+    app_context.set(None)  # Dash leaves the app of its last request as the thread's app: later tests get their own back
 
 
 def test_a_ui_that_asks_for_the_key_signs_users_in_and_sends_only_their_key(keyed: dash.Dash, monkeypatch: pytest.MonkeyPatch) -> None:

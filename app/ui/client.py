@@ -257,6 +257,21 @@ class ApiClient:
     def sweep_file(self, sweep_id: str, name: str) -> bytes:
         return self._call("GET", f"/api/sweeps/{sweep_id}/files/{name}", raw=True)
 
+    # ---- the lab notebook ----
+
+    def notebook_add(self, session: str, kind: str, title: str, inputs: dict, results: dict) -> dict:
+        body = {"session": session, "kind": kind, "title": title, "inputs": inputs, "results": results}
+        return self._call("POST", "/api/notebook", json=body, timeout=QUICK_TIMEOUT_S)
+
+    def notebook(self, session: str) -> dict:
+        return self._call("GET", "/api/notebook", params={"session": session}, timeout=QUICK_TIMEOUT_S)
+
+    def notebook_export(self, session: str, file_format: str) -> bytes:
+        return self._call("GET", "/api/notebook/export", params={"session": session, "format": file_format}, raw=True)
+
+    def notebook_delete(self, session: str, entry_id: str) -> None:
+        self._call("DELETE", f"/api/notebook/{entry_id}", params={"session": session}, timeout=QUICK_TIMEOUT_S)
+
     # ---- a run's deltas on the served model ----
 
     def apply_run(self, run_id: str, method: str) -> dict:

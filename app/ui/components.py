@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterable
 
 import dash
@@ -11,6 +12,8 @@ from app.ui import ids, login, url_state
 from app.ui.client import ApiClient, ApiProblem
 from app.ui.figures import graph_config
 from app.ui.state import split_fitting
+
+log = logging.getLogger(__name__)
 
 CLIENT_ATTRIBUTE = "outlier_lab_client"
 ASKS_FOR_KEY = "outlier_lab_asks_for_key"
@@ -140,3 +143,15 @@ def view_in_url(path: str, query_store: str, controls: dict[str, Input], drop: t
         if query is None or views.get(path) == query:
             return no_update
         return {**views, path: query}
+
+
+def record(kind: str, title: str, model: dict | None, inputs: dict, results: dict) -> None:
+    """Put what this callback computed in the browser session's lab notebook. A notebook that cannot
+    be written never stops the view: the failure is logged."""
+    session = login.notebook_session()
+    if not session or not model:
+        return
+    try:
+        api().notebook_add(session, kind, title, {"model": model["name"], "device": model.get("device"), **inputs}, results)
+    except ApiProblem as problem:
+        log.warning("the notebook did not take a %s entry: %s", kind, problem.message)

@@ -20,6 +20,14 @@ LOGOUT_PATH = "/_outlier/logout"
 REFUSED_COOKIE = "outlier_lab_refused"  # why the last sign-in failed, for the form to say (a minute)
 
 
+NOTEBOOK_COOKIE = "outlier_lab_notebook"  # the browser session's notebook id (set by assets/workbench.js)
+
+
+def notebook_session() -> str | None:
+    """The notebook of the browser session whose request this is, or None."""
+    return flask.request.cookies.get(NOTEBOOK_COOKIE) if flask.has_request_context() else None
+
+
 def request_key() -> str | None:
     """The key of the user whose request this is, or None (no request, or not signed in)."""
     return flask.request.cookies.get(KEY_COOKIE) if flask.has_request_context() else None

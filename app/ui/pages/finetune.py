@@ -22,6 +22,7 @@ from app.ui.components import (
     mask_line,
     note,
     problem_box,
+    record,
     spinner,
     table,
     user_action,
@@ -119,18 +120,22 @@ def _uploaded_text(contents: str | None) -> str | None:
     Input(ids.FT_START, "n_clicks"), Input(ids.FT_CANCEL, "n_clicks"),
     State(ids.MASK, "data"), State(ids.FT_BASELINES, "value"), State(ids.FT_STEPS, "value"), State(ids.FT_LR, "value"),
     State(ids.FT_DATA, "value"), State(ids.FT_UPLOAD, "contents"), State(ids.FT_CHECKPOINT, "value"), State(ids.JOB, "data"),
-    State(ids.FT_PROCESSES, "value"),
+    State(ids.FT_PROCESSES, "value"), State(ids.MODEL, "data"),
     running=[(Output(ids.FT_START, "disabled"), True, False)],  # one launch at a time: a second click while the first is pending does nothing
     prevent_initial_call=True,
 )
 def start_or_cancel(_s, _c, mask: dict | None, baselines: list[str], steps: int | None, lr: float | None, data: str, contents: str | None,
-                    checkpoint: str, job: dict | None, processes: int | None = None):
+                    checkpoint: str, job: dict | None, processes: int | None = None, model: dict | None = None):
     action = user_action()
     if action is None:
         return no_update, no_update
     if action == ids.FT_CANCEL:
         return no_update, cancelled(job)
-    return started(mask, baselines, steps, lr, data, contents, checkpoint, processes)
+    job, message = started(mask, baselines, steps, lr, data, contents, checkpoint, processes)
+    if isinstance(job, dict):
+        inputs = {"mask_id": mask["id"], "mask_name": mask["name"], "steps": int(steps), "lr": float(lr), "baselines": baselines or [], "data": data, "job": job["id"]}
+        record("run", f"fine-tune of {mask['name']}: {int(steps)} steps, lr {float(lr):g}, baselines {', '.join(baselines or []) or 'none'}", model, inputs, {"job": job["id"]})
+    return job, message
 
 
 def cancelled(job: dict | None) -> html.Div:

@@ -21,6 +21,7 @@ from app.ui.components import (
     mask_line,
     note,
     problem_box,
+    record,
     spinner,
     table,
     user_action,
@@ -226,7 +227,16 @@ def intervene(_z, _m, _s, _t, _r, eval_source: str, selected: dict | None, value
         result = evaluate(api(), prompt, stack, eval_source)
     except ApiProblem as problem:
         return no_update, no_update, problem_box(problem, "run the intervention")
+    record_effect(prompt, model, stack, eval_source, result)
     return stack, effect_record(prompt, model, stack, eval_source, result), None
+
+
+def record_effect(prompt: dict, model: dict | None, stack: list[dict], eval_source: str, result: dict) -> None:
+    """The intervention in the lab notebook, with the three perplexities it produced."""
+    ppl = {key: result[key]["perplexity"] for key in ("baseline", "intervened", "control")}
+    title = f"{'; '.join(describe_intervention(item) for item in stack)} · perplexity {format_perplexity(ppl['baseline'])} → {format_perplexity(ppl['intervened'])}"
+    inputs = {"text": prompt["text"], "prepend_bos": prompt["prepend_bos"], "interventions": stack, "eval_corpus": None if eval_source == "prompt" else eval_source}
+    record("intervene", title, model, inputs, {**ppl, "n_tokens": result["baseline"]["n_tokens"]})
 
 
 def evaluate(client: ApiClient, prompt: dict, stack: list[dict], eval_source: str) -> dict:
@@ -251,6 +261,7 @@ def refresh_effect(prompt: dict, model: dict | None, stack: list[dict] | None, _
         result = evaluate(api(), prompt, fits, eval_source)
     except ApiProblem as problem:
         return no_update, problem_box(problem, "run the interventions on this prompt")
+    record_effect(prompt, model, fits, eval_source, result)
     return effect_record(prompt, model, fits, eval_source, result), None
 
 

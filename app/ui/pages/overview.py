@@ -17,6 +17,7 @@ from app.ui.components import (
     labelled,
     note,
     problem_box,
+    record,
     spinner,
     table,
     view_in_url,
@@ -116,7 +117,15 @@ def show_scan(prompt: dict, model: dict | None, site: str, rule: str, cached: di
         scan = api().scan(prompt["text"], prompt["prepend_bos"], site=site, rule=rule)
     except ApiProblem as problem:
         return *blank_views("No scan: see the message above."), problem_box(problem, "scan the prompt"), dash.no_update
+    record_scan(scan, prompt, model, site, rule)
     return *scan_views(scan, site), scan_cache(scan, prompt, model, site, rule)
+
+
+def record_scan(scan: dict, prompt: dict, model: dict, site: str, rule: str) -> None:
+    peaks = [max((abs(t["value"]) for t in layer["top"]), default=0.0) for layer in scan["layers"]]
+    title = f"scan · {len(scan['tokens'])} tokens · {site} · {rule} rule · {len(scan['massive'])} massive entries"
+    results = {"tokens": len(scan["tokens"]), "massive": len(scan["massive"]), "max_abs_per_layer": peaks, "sink_share": scan["sink_share"]}
+    record("scan", title, model, {"text": prompt["text"], "prepend_bos": prompt["prepend_bos"], "site": site, "rule": rule}, results)
 
 
 @dash.callback(Output(ids.SCAN, "data"), Input(FRESH_SCAN, "data"), prevent_initial_call=True)

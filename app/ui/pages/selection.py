@@ -20,6 +20,7 @@ from app.ui.components import (
     mask_line,
     note,
     problem_box,
+    record,
     spinner,
     table,
     user_action,
@@ -126,11 +127,11 @@ def saved_table(masks: list[dict], open_id: str | None) -> html.Table | html.Div
     Output(ids.MASK, "data", allow_duplicate=True), Output(ids.SL_MESSAGE, "children"),
     Input(ids.SL_SUGGEST, "n_clicks"), Input(ids.SL_CLEAR, "n_clicks"), Input(ids.SL_UPLOAD, "contents"), Input(OPEN, "n_clicks"),
     State(ids.SL_UPLOAD, "filename"), State(ids.SL_NAME, "value"), State(ids.SL_BUDGET, "value"), State(ids.SL_WINDOW, "value"),
-    State(SOURCE, "value"), State(ids.SL_RULES, "value"), State(SAVED, "value"), State(ids.PROMPT, "data"), State(MODE, "value"), State(ids.MASK, "data"),
+    State(SOURCE, "value"), State(ids.SL_RULES, "value"), State(SAVED, "value"), State(ids.PROMPT, "data"), State(MODE, "value"), State(ids.MASK, "data"), State(ids.MODEL, "data"),
     prevent_initial_call=True,
 )
 def change_mask(_s, _c, contents: str | None, _o, filename: str | None, name: str | None, budget: int | None, window: int | None,
-                source: str, rules: list[str], saved: str | None, prompt: dict, mode: str = "replace", current: dict | None = None):
+                source: str, rules: list[str], saved: str | None, prompt: dict, mode: str = "replace", current: dict | None = None, model: dict | None = None):
     action = user_action()
     if action is None:
         return no_update, no_update
@@ -138,8 +139,13 @@ def change_mask(_s, _c, contents: str | None, _o, filename: str | None, name: st
         return None, note("Cleared. The mask stays on the server; reopen it below, or Undo.")
     try:
         if action == ids.SL_SUGGEST:
-            mask, message = suggested(api(), name, budget, window, rules, prompt["text"] if source == "prompt" else None, prompt["prepend_bos"])
-            return merged_in(api(), current, mask, message) if mode == "merge" and current and isinstance(mask, dict) else (mask, message)
+            text = prompt["text"] if source == "prompt" else None
+            mask, message = suggested(api(), name, budget, window, rules, text, prompt["prepend_bos"])
+            if not isinstance(mask, dict):
+                return mask, message
+            asked = {"budget": int(budget), "text": text, "prepend_bos": prompt["prepend_bos"], "rules": rules, "window": int(window or 0), "name": name or "outlier rules"}
+            record("mask", f"suggested {mask_line(mask)}", model, {"suggest": asked, "mask_id": mask["id"]}, {"count": mask["count"], "parts": len(mask["parts"])})
+            return merged_in(api(), current, mask, message) if mode == "merge" and current else (mask, message)
         if action == ids.SL_UPLOAD:
             return imported(api(), contents, filename)
         return reopened(api(), saved)
