@@ -296,7 +296,7 @@ def test_the_shell_fetches_the_model_once_it_is_ready(ui: dash.Dash, tiny: Loade
 
 def test_every_page_is_registered_and_lays_out(ui: dash.Dash) -> None:
     paths = {p["path"] for p in dash.page_registry.values()}
-    assert paths == {"/", "/layer", "/attention", "/weights", "/selection", "/finetune", "/experiments", "/model", "/notebook"}
+    assert paths == {"/", "/layer", "/attention", "/weights", "/selection", "/finetune", "/experiments", "/model", "/notebook", "/compare"}
     for registered in dash.page_registry.values():
         layout = registered["layout"]
         assert (layout() if callable(layout) else layout) is not None

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from app.ui.state import format_perplexity
+from app.ui.state import DEFAULT_PROMPT, format_perplexity
 
 from tests.test_ui_browser import (  # noqa: F401  (fixtures, used by name)
     Server,
@@ -35,6 +35,7 @@ from tests.test_ui_browser import (  # noqa: F401  (fixtures, used by name)
 )
 
 SUMMER = "Summer is hot. Winter is"  # 24 byte tokens, 25 with BOS
+PROMPT_OF_TAB = DEFAULT_PROMPT["text"]  # what a fresh tab runs
 
 
 def use_prompt(page: Page, text: str) -> None:
@@ -301,6 +302,14 @@ def test_after_a_merge_the_bar_reloads_the_model_from_its_files(tiny_stack, page
     try:
         page.locator(".results-table").get_by_role("button", name="Apply", exact=True).first.click()
         expect(bar).to_contain_text("deltas — on")
+
+        go(page, "Compare")  # the base model beside base + deltas, the deltas left on afterwards
+        page.get_by_text("the base model and the applied run's deltas", exact=True).click()
+        page.get_by_role("button", name="Compare", exact=True).click()
+        expect(page.locator("#cp-curves .legendtext", has_text="base + deltas: top-1 |x|")).to_be_visible()
+        assert served(api)["deltas"]["enabled"] is True
+        expect(bar).to_contain_text("deltas — on")
+
         page.once("dialog", lambda dialog: dialog.accept())
         page.get_by_role("button", name="Merge", exact=True).click()
         expect(bar).to_contain_text("merged into the weights until the model is reloaded")
@@ -502,3 +511,29 @@ def test_the_notebook_records_scans_and_interventions_reopens_them_and_its_comma
 
 def workdir_of(api) -> Path:
     return api.log.parent / "runs-notebook"
+
+
+def test_compare_bos_on_and_off_and_two_prompts_side_by_side_with_their_difference(tiny_stack, page: Page) -> None:
+    api, ui = tiny_stack
+    page.goto(ui.url + "/compare?mode=bos&layer=2")
+    page.get_by_role("button", name="Compare", exact=True).click()
+    curves = page.locator("#cp-curves")
+    expect(curves.locator(".legendtext", has_text="BOS on: top-1 |x|")).to_be_visible()
+    expect(curves.locator(".legendtext", has_text="BOS off: top-1 |x|")).to_be_visible()
+    expect(page.locator("#cp-difference .barlayer .trace")).to_have_count(1)
+    expect(page.locator("#cp-heat-diff .gtitle")).to_contain_text("Layer 2: |x| of BOS off over BOS on")
+    expect(page.locator("#cp-message")).to_contain_text("BOS off has no position 0")
+    bodies = [httpx.post(api.url + "/api/scan", json={"text": PROMPT_OF_TAB, "prepend_bos": bos, "abs_threshold": 0, "median_ratio": 300}, timeout=120).json()
+              for bos in (True, False)]
+    shown = page.evaluate("document.querySelector('#cp-curves .js-plotly-plot').data.map(t => t.y[3])")
+    assert shown[0] == max(abs(t["value"]) for t in bodies[0]["layers"][3]["top"])
+    assert shown[2] == max(abs(t["value"]) for t in bodies[1]["layers"][3]["top"])
+
+    page.get_by_text("the prompt and another prompt", exact=True).click()
+    page.locator("#cp-other").fill(SUMMER)
+    page.get_by_role("button", name="Compare", exact=True).click()
+    expect(curves.locator(".legendtext", has_text="prompt B: top-1 |x|")).to_be_visible()
+    expect(page.locator("#cp-message")).to_contain_text("The prompts differ")
+    page.reload()  # the comparison's choices are in the URL
+    expect(page.locator("#cp-other")).to_have_value(SUMMER)
+    expect(page.locator("#cp-mode input[value=prompts]")).to_be_checked()

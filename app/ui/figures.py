@@ -350,3 +350,58 @@ def live_loss(points: list[list]) -> go.Figure:
     fig.update_xaxes(title="step (all methods in sequence)")
     fig.update_yaxes(title="train loss")
     return _layout(fig, "Training loss, live", 320)
+
+
+COMPARE_COLORS = ("#2c3e50", "#c0392b")  # A, B
+
+
+def compare_curves(a: dict, b: dict, labels: tuple[str, str]) -> go.Figure:
+    """Two scans' largest |x| and median |x| per layer on one log axis: A solid, B dashed."""
+    fig = go.Figure()
+    for scan, label, color, dash in ((a, labels[0], COMPARE_COLORS[0], None), (b, labels[1], COMPARE_COLORS[1], "dash")):
+        layers = [entry["layer"] for entry in scan["layers"]]
+        fig.add_trace(go.Scatter(x=layers, y=[(top_values(e) or [None])[0] for e in scan["layers"]], mode="lines+markers", name=f"{label}: top-1 |x|",
+                                 line={"color": color, "dash": dash}, hovertemplate="layer %{x}: %{y:,.1f}<extra>" + label + "</extra>"))
+        fig.add_trace(go.Scatter(x=layers, y=[e["median_abs"] for e in scan["layers"]], mode="lines", name=f"{label}: median |x|",
+                                 line={"color": color, "dash": "dot", "width": 1}, hovertemplate="layer %{x}: %{y:.3g}<extra>" + label + " median</extra>"))
+    fig.update_yaxes(type="log", title="|activation|")
+    fig.update_xaxes(title="layer")
+    return _layout(fig, "Largest and median activation per layer", 360)
+
+
+def compare_sinks(a: dict, b: dict, labels: tuple[str, str]) -> go.Figure:
+    fig = sink_curve(a["sink_share"], b["sink_share"], "Sink share per layer")
+    fig.data[0].name, fig.data[1].name = labels
+    return fig
+
+
+def compare_difference(a: dict, b: dict, labels: tuple[str, str]) -> go.Figure:
+    """Per layer, log10 of B's largest |x| over A's: above zero B is larger."""
+    ratios = []
+    for ea, eb in zip(a["layers"], b["layers"]):
+        ta, tb = (top_values(ea) or [0.0])[0], (top_values(eb) or [0.0])[0]
+        ratios.append(math.log10(max(tb, LOG_FLOOR) / max(ta, LOG_FLOOR)))
+    fig = go.Figure(go.Bar(x=list(range(len(ratios))), y=ratios, marker={"color": [COMPARE_COLORS[1] if r > 0 else COMPARE_COLORS[0] for r in ratios]},
+                           hovertemplate="layer %{x}: ×%{customdata:.3g}<extra></extra>", customdata=[10 ** r for r in ratios]))
+    fig.update_yaxes(title=f"log10 {labels[1]} / {labels[0]}", zeroline=True)
+    fig.update_xaxes(title="layer")
+    return _layout(fig, f"Difference: largest |x| of {labels[1]} over {labels[0]}", 300)
+
+
+def difference_heatmap(a: dict, b: dict, labels: tuple[str, str]) -> go.Figure:
+    """B − A in log10 |x| over the positions both have (tokens aligned from the end) and the same pooled columns."""
+    rows = min(len(a["values"]), len(b["values"]))
+    va, vb = a["values"][-rows:], b["values"][-rows:]
+    z = [[math.log10(max(abs(y), LOG_FLOOR)) - math.log10(max(abs(x), LOG_FLOOR)) for x, y in zip(ra, rb)] for ra, rb in zip(va, vb)]
+    bound = max((abs(v) for row in z for v in row), default=1.0) or 1.0
+    block = a.get("block_size", 1)
+    x_labels = [f"{d}" if block == 1 else f"{d}–{d + block - 1}" for d in a["dims"]]
+    offset_b = len(b["tokens"]) - rows
+    y_labels = [token_label(offset_b + i, t) for i, t in enumerate(b["tokens"][-rows:])]
+    fig = go.Figure(go.Heatmap(z=z, x=x_labels, y=y_labels, colorscale="RdBu", reversescale=True, zmin=-bound, zmax=bound, colorbar={"title": "log10 ratio"},
+                               hovertemplate="%{y}<br>dims %{x}<br>log10 " + labels[1] + "/" + labels[0] + " = %{z:.2f}<extra></extra>", xgap=1, ygap=1))
+    fig.update_xaxes(type="category", title="dims (block start)", tickangle=-90 if len(x_labels) > 24 else 0)
+    fig.update_yaxes(type="category", autorange="reversed", tickfont={"family": "monospace", "size": 11})
+    fig = _layout(fig, f"Layer {a['layer']}: |x| of {labels[1]} over {labels[0]}, per position and block of dims", max(320, HEATMAP_ROW_PX * rows + 150))
+    fig.update_layout(margin={"l": 150, "r": 20, "t": 48, "b": 70})
+    return fig
