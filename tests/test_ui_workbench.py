@@ -537,3 +537,14 @@ def test_compare_bos_on_and_off_and_two_prompts_side_by_side_with_their_differen
     page.reload()  # the comparison's choices are in the URL
     expect(page.locator("#cp-other")).to_have_value(SUMMER)
     expect(page.locator("#cp-mode input[value=prompts]")).to_be_checked()
+
+
+def test_attention_shows_a_prompt_too_long_for_one_pattern_pooled_into_blocks(tiny_stack, page: Page) -> None:
+    api, ui = tiny_stack
+    page.goto(ui.url + "/attention")
+    use_prompt(page, LONG_PROMPT)
+    title = page.locator("#at-pattern .gtitle")
+    expect(title).to_contain_text("pooled into")
+    expect(page.locator("#at-message")).to_be_empty()  # no refusal: every prompt the server takes can be viewed
+    labels = page.locator("#at-pattern .yaxislayer-above .ytick").all_text_contents()
+    assert "0 '<bos>'" in labels and any("–" in label for label in labels)  # position 0 alone, the rest in blocks

@@ -174,23 +174,32 @@ def effect_curve(layers: list[dict]) -> go.Figure:
     return _layout(fig, "Largest activation per layer, before and after", 300)
 
 
-def attention_heatmap(tokens: list[str], pattern: list[list[float]], title: str) -> go.Figure:
-    """One (query, key) attention pattern with token labels on both axes."""
-    labels = [token_label(i, t) for i, t in enumerate(tokens)]
+def position_labels(tokens: list[str], positions: list[int] | None = None) -> list[str]:
+    """One label per pattern row: the token at each position, or for a long prompt the API pooled
+    into blocks of positions, each block's span and its first token ('120–127 ' the'…')."""
+    if positions is None or len(positions) == len(tokens):
+        return [token_label(i, t) for i, t in enumerate(tokens)]
+    ends = [*positions[1:], len(tokens)]
+    return [token_label(start, tokens[start]) if end - start == 1 else f"{start}–{end - 1} {tokens[start]!r}…" for start, end in zip(positions, ends)]
+
+
+def attention_heatmap(tokens: list[str], pattern: list[list[float]], title: str, positions: list[int] | None = None) -> go.Figure:
+    """One (query, key) attention pattern with token labels on both axes (block labels when pooled)."""
+    labels = position_labels(tokens, positions)
     fig = go.Figure(go.Heatmap(
         z=pattern, x=labels, y=labels, colorscale="Blues", zmin=0, zmax=1, colorbar={"title": "attn"},
         hovertemplate="query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>", xgap=1, ygap=1,
     ))
     fig.update_xaxes(type="category", title="key", tickangle=-60, tickfont={"family": "monospace", "size": 10})
     fig.update_yaxes(type="category", autorange="reversed", title="query", tickfont={"family": "monospace", "size": 10})
-    fig = _layout(fig, title, max(360, HEATMAP_ROW_PX * len(tokens) + 190))
+    fig = _layout(fig, title, max(360, HEATMAP_ROW_PX * len(labels) + 190))
     fig.update_layout(margin={"l": 150, "r": 20, "t": 48, "b": 140})
     return fig
 
 
-def attention_before_after(tokens: list[str], before: list[list[float]], after: list[list[float]], title: str) -> go.Figure:
+def attention_before_after(tokens: list[str], before: list[list[float]], after: list[list[float]], title: str, positions: list[int] | None = None) -> go.Figure:
     """The same (query, key) pattern without and with the interventions, side by side on one colour scale."""
-    labels = [token_label(i, t) for i, t in enumerate(tokens)]
+    labels = position_labels(tokens, positions)
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04, subplot_titles=("before", "after the interventions"))
     for col, (name, pattern) in enumerate((("before", before), ("after", after)), start=1):
         fig.add_trace(go.Heatmap(
@@ -200,7 +209,7 @@ def attention_before_after(tokens: list[str], before: list[list[float]], after: 
         fig.update_xaxes(type="category", title="key", tickangle=-60, tickfont={"family": "monospace", "size": 10}, row=1, col=col)
     fig.update_yaxes(type="category", autorange="reversed", tickfont={"family": "monospace", "size": 10})
     fig.update_yaxes(title="query", row=1, col=1)
-    fig = _layout(fig, title, max(360, HEATMAP_ROW_PX * len(tokens) + 190))
+    fig = _layout(fig, title, max(360, HEATMAP_ROW_PX * len(labels) + 190))
     fig.update_layout(margin={"l": 150, "r": 20, "t": 72, "b": 140})
     return fig
 

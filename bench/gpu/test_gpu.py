@@ -1,4 +1,5 @@
-"""What only a CUDA device can show (bench/gpu_check.sh runs these; elsewhere they skip):
+"""What only a CUDA device can show; bench/gpu_check.sh runs these on a GPU box (they live
+outside tests/, so the CPU suite neither collects nor skips them):
 a bf16 sparse run on the GPU trains exactly its mask, a run process trains on the GPU,
 and two GPUs train what one does."""
 
@@ -17,7 +18,7 @@ from outlier_core.tune.comparison import compare
 from outlier_core.tune.run_config import RunConfig
 from outlier_core.tune.run_process import RunProcess, follow
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = pytest.mark.gpu
 
 DOWN = "model.layers.1.mlp.down_proj.weight"
 

@@ -121,11 +121,12 @@ def show_pattern(prompt: dict, model: dict | None, layer: int, head, stack: list
 
 def pattern_figure(found: dict, layer: int, which: str):
     """The pattern, or the pattern before beside the pattern after when the answer has one."""
-    before = _share(found["sink_share"][0])
+    before, positions = _share(found["sink_share"][0]), found.get("positions")
+    pooled = f" (pooled into {len(positions)} blocks of positions)" if positions and len(positions) < len(found["tokens"]) else ""
     if found.get("patterns_after") is None:
-        return figures.attention_heatmap(found["tokens"], found["patterns"][0], f"Layer {layer}, {which}: {before} of attention on position 0")
-    title = f"Layer {layer}, {which}: {before} → {_share(found['sink_share_after'][0])} of attention on position 0"
-    return figures.attention_before_after(found["tokens"], found["patterns"][0], found["patterns_after"][0], title)
+        return figures.attention_heatmap(found["tokens"], found["patterns"][0], f"Layer {layer}, {which}: {before} of attention on position 0{pooled}", positions)
+    title = f"Layer {layer}, {which}: {before} → {_share(found['sink_share_after'][0])} of attention on position 0{pooled}"
+    return figures.attention_before_after(found["tokens"], found["patterns"][0], found["patterns_after"][0], title, positions)
 
 
 @dash.callback(
