@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,19 @@ def write_json(path: str | Path, result: Any) -> None:
     write_atomic(path, json.dumps(to_json(result), indent=1) + "\n")
 
 
-def write_atomic(path: str | Path, text: str) -> None:
-    """`text` into `path` through a temporary file beside it and a rename."""
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """`data` (text as UTF-8) into `path` through a temporary file beside it and a rename:
+    a reader, or a process killed mid-write, never sees half a file."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    descriptor, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as f:
+            f.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def finite(payload: Any) -> Any:

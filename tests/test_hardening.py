@@ -30,6 +30,7 @@ from app.api.settings import Settings
 from outlier_core.errors import InputError
 from outlier_core.load.models import LoadedModel
 from outlier_core.load.token_limits import first_tokens, longer_than
+from outlier_core.select import coordinates as coordinates_module
 from outlier_core.select import masks as masks_module
 from outlier_core.select.mask_files import from_json
 from outlier_core.select.mask_rules import dims_count, extended
@@ -222,7 +223,7 @@ def test_a_listing_after_a_restart_reads_headers_only(tiny: LoadedModel, runs_di
     with serve(tiny, runs_dir) as client:
         for i in range(3):
             client.post("/api/masks", json={"name": f"m{i}", "parts": [{"parameter": EMBED, "kind": "columns", "index": [0] * 2000}]})
-    monkeypatch.setattr(masks_module._Collapsed, "positions", lambda *a: pytest.fail("a listing must not list coordinates"))
+    monkeypatch.setattr(coordinates_module.Collapsed, "positions", lambda *a: pytest.fail("a listing must not list coordinates"))
     monkeypatch.setattr(masks_module.SelectionMask, "_collapsed", property(lambda self: pytest.fail("nor collapse parts")))
     with serve(tiny, runs_dir) as client:
         listed = client.get("/api/masks").json()["masks"]

@@ -19,7 +19,6 @@ answers true the work stops with `Cancelled`, weights and hooks restored.
 
 from __future__ import annotations
 
-import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Annotated, Callable, Iterator, Sequence
@@ -28,6 +27,7 @@ import torch
 from pydantic import Field
 
 from outlier_core.errors import InputError
+from outlier_core.intervene.controls import control_interventions, control_weight_edits
 from outlier_core.intervene.corpus import Corpus
 from outlier_core.intervene.interventions import (
     Intervention,
@@ -41,21 +41,17 @@ from outlier_core.intervene.reference_means import (
     reference_means,
 )
 from outlier_core.intervene.weight_edits import (
-    AxisIndex,
     Target,
     WeightEdit,
     edited,
     resolve_edits,
 )
+from outlier_core.intervene.windows import eval_windows
 from outlier_core.load.model_cache import ModelCache, state_token
 from outlier_core.load.models import LoadedModel
-from outlier_core.load.sites import hook_name, site_width
-from outlier_core.load.token_limits import longer_than
+from outlier_core.load.sites import hook_name
 from outlier_core.load.tokens import Encoded, encode
 from outlier_core.observe.capture import Scan, scan_encoded
-from outlier_core.observe.tensor_stats import WeightRule, weight_outlier_mask
-
-log = logging.getLogger(__name__)
 
 LOGITS_HOOK = "unembed.hook_out"  # (B, T, V); fires even when the forward returns nothing
 _baselines = ModelCache(size=64)
@@ -191,89 +187,6 @@ def _window_baseline(model: LoadedModel, ids: torch.Tensor, top_k: int) -> _RowS
 def _loss(scores: Sequence[_RowScore]) -> Loss:
     n = sum(s.n_tokens for s in scores)
     return Loss(sum(s.nll_sum for s in scores) / n, n)
-
-
-def eval_windows(model: LoadedModel, corpus: Corpus, prepend_bos: bool, window: int | None = None, max_tokens: int | None = None) -> list[torch.Tensor]:
-    """The evaluation text as (1, T) id rows: one row when it fits `window` (default: the context).
-
-    Passages are tokenized one by one (as `tokens.encode` does, BOS left to the rows) and
-    rejoined by a blank line, so a text longer than the context still goes through one
-    tokenization path. Past `max_tokens` tokens the text is refused, before most of it is
-    tokenized.
-    """
-    window = min(window or model.n_ctx, model.n_ctx)
-    too_long = InputError("eval_text", f"is more than {max_tokens} tokens long; this server scores at most {max_tokens}")
-    if max_tokens is not None and longer_than(model, corpus.text, max_tokens):  # from a prefix: megabytes are refused at once
-        raise too_long
-    stream: list[int] = []
-    for i, passage in enumerate(corpus.passages):
-        stream.extend(model.tokenizer(passage if i == 0 else "\n\n" + passage, add_special_tokens=False).input_ids)
-        if max_tokens is not None and len(stream) > max_tokens:
-            raise too_long
-    body = window - 1 if prepend_bos else window
-    if len(stream) > body:
-        dropped = len(stream) % body
-        if dropped:
-            log.info("scoring %s in %d windows of %d tokens; the last %d tokens are left out",
-                     corpus.name, len(stream) // body, window, dropped)
-        stream = stream[: len(stream) - dropped]
-    rows = [stream[i:i + body] for i in range(0, len(stream), body)]
-    if prepend_bos:
-        rows = [[model.bos_token_id, *row] for row in rows]
-    if not rows or len(rows[0]) < 2:
-        raise InputError("eval_text", "needs at least two tokens to score")
-    return [torch.tensor([row], device=model.device) for row in rows]
-
-
-def _pick(pool: list[int], fallback: list[int], n: int, generator: torch.Generator) -> tuple[int, ...]:
-    source = pool if len(pool) >= n else fallback
-    order = torch.randperm(len(source), generator=generator)[:n]
-    return tuple(sorted(source[i] for i in order.tolist()))
-
-
-def control_interventions(
-    model: LoadedModel, interventions: Sequence[Intervention], scan: Scan, seq_len: int, generator: torch.Generator
-) -> tuple[Intervention, ...]:
-    """Each intervention moved to as many random ordinary positions and dims, same layer, site and mode.
-
-    Ordinary: not a token that carries a massive activation at any layer of the baseline, not
-    a dim that is massive anywhere (for residual-width sites), and not an intervened coordinate.
-    """
-    carrier_positions = {m.position for m in scan.massive}
-    massive_dims = {m.dim for m in scan.massive}
-    controls = []
-    for iv in interventions:
-        width = site_width(model, iv.site)
-        position, dim = iv.position, iv.dim
-        if position != "all":
-            others = [p for p in range(seq_len) if p not in position]
-            position = _pick([p for p in others if p not in carrier_positions], others or list(range(seq_len)), len(position), generator)
-        if dim != "all":
-            others = [d for d in range(width) if d not in dim]
-            ordinary = [d for d in others if d not in massive_dims] if width == model.d_model else others
-            dim = _pick(ordinary, others, len(dim), generator)
-        controls.append(replace(iv, position=position, dim=dim))
-    return tuple(controls)
-
-
-def _other_index(i: AxisIndex, size: int, generator: torch.Generator) -> AxisIndex:
-    """A uniformly random index other than `i` along an axis of `size`; "all" stays."""
-    if i == "all" or size == 1:
-        return i
-    return (i + 1 + int(torch.randint(size - 1, (1,), generator=generator))) % size
-
-
-def control_weight_edits(model: LoadedModel, targets: Sequence[Target], generator: torch.Generator) -> tuple[Target, ...]:
-    """Each edit moved to a random other index on every indexed axis; a single entry avoids weight outliers."""
-    controls = []
-    for p, edit in targets:
-        outliers = None if "all" in edit.index else weight_outlier_mask(model.parameter_values(edit.parameter, p).detach(), WeightRule())
-        for _ in range(100):  # outliers are a small share of entries: a few draws suffice
-            index = tuple(_other_index(i, size, generator) for i, size in zip(edit.index, p.shape))
-            if outliers is None or not bool(outliers[index]):
-                break
-        controls.append((p, replace(edit, index=index)))
-    return tuple(controls)
 
 
 def _means_for(model: LoadedModel, interventions: Sequence[Intervention], corpus: Corpus | None, prepend_bos: bool) -> dict[str, ReferenceMeans]:

@@ -18,18 +18,16 @@ from typing import Any, BinaryIO
 import torch
 
 from outlier_core.errors import InputError
+from outlier_core.select.checks import MAX_NAME_CHARS, checked_shape, checked_text
 from outlier_core.select.masks import (
     FORMAT,
     LAYOUT_NOTE,
-    MAX_NAME_CHARS,
     MaskPart,
     MaskSummary,
     ModelRef,
     ParameterShape,
     PartSummary,
     SelectionMask,
-    checked_shape,
-    checked_text,
     make_part,
 )
 

@@ -27,9 +27,6 @@ fits int64, or the mask is refused before anything is computed from it.
 from __future__ import annotations
 
 import json
-import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -39,40 +36,15 @@ import torch
 from pydantic import Field, GetCoreSchemaHandler
 from pydantic_core import core_schema
 
-from outlier_core.contract import to_json
+from outlier_core.contract import to_json, write_atomic
 from outlier_core.errors import InputError
 from outlier_core.load.models import LoadedModel, unbridged
+from outlier_core.select.checks import MAX_NAME_CHARS, checked_text, int_row, is_int
+from outlier_core.select.coordinates import Collapsed, collapse, row_major_strides
 
 FORMAT = "outlier-lab-mask/1"
 KINDS = ("entries", "rows", "columns")
 LAYOUT_NOTE = "indices in Hugging Face layout: a Linear weight is [out_features, in_features]"
-MAX_NAME_CHARS = 200  # a mask's name
-MAX_TEXT_CHARS = 1_000  # a parameter name or a part's source
-MAX_NDIM = 8
-MAX_NUMEL = 2**62  # flat positions are int64: a declared shape past this is not a real tensor
-
-
-def checked_text(value: Any, field_name: str, max_chars: int = MAX_TEXT_CHARS) -> str:
-    """`value` stripped, if it is a non-empty string of valid Unicode (no lone surrogates,
-    which JSON can carry but UTF-8 cannot) of at most `max_chars`; else InputError."""
-    if not isinstance(value, str) or not value.strip():
-        raise InputError(field_name, "must be a non-empty string")
-    if len(value) > max_chars:
-        raise InputError(field_name, f"is longer than {max_chars} characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise InputError(field_name, "is not valid Unicode (it holds a lone surrogate)") from err
-    return value.strip()
-
-
-def checked_shape(shape: Any, field_name: str) -> tuple[int, ...]:
-    """A declared tensor shape: 1 to MAX_NDIM positive ints whose product fits int64."""
-    if not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= MAX_NDIM or not all(_is_int(d) and d >= 1 for d in shape):
-        raise InputError(field_name, f"must be a list of 1 to {MAX_NDIM} positive integers")
-    if math.prod(shape) > MAX_NUMEL:
-        raise InputError(field_name, "declares more than 2**62 entries; no model has such a tensor")
-    return tuple(int(d) for d in shape)
 
 
 def plain_name(full_name: str) -> str | None:
@@ -123,7 +95,7 @@ class MaskPart:
     def flat(self, shape: tuple[int, ...]) -> torch.Tensor:
         """The flat (row-major) positions this part covers in a tensor of `shape`: (M,) int64, unsorted."""
         if self.kind == "entries":
-            strides = torch.tensor(_strides(shape), dtype=torch.int64)  # (ndim,)
+            strides = torch.tensor(row_major_strides(shape), dtype=torch.int64)  # (ndim,)
             return (self.index * strides).sum(dim=1)  # (N,)
         rows, cols = shape
         if self.kind == "rows":
@@ -182,14 +154,6 @@ class MaskManifest(MaskSummary):
     parts: tuple[PartManifest, ...]
 
 
-def _strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    strides, step = [], 1
-    for size in reversed(shape):
-        strides.append(step)
-        step *= size
-    return tuple(reversed(strides))
-
-
 def make_part(parameter: str, kind: str, index: Any, source: str, shape: tuple[int, ...], field_name: str = "part") -> MaskPart:
     """A checked part. `index` may be a tensor or nested lists of ints."""
     checked_text(parameter, f"{field_name}.parameter")
@@ -224,21 +188,12 @@ def _index_tensor(index: Any, field_name: str) -> torch.Tensor:
         if index.dtype.is_floating_point or index.dtype.is_complex or index.dtype == torch.bool:
             raise InputError(field_name, f"must hold integers, not {index.dtype}")
         return index.detach().to("cpu", torch.int64).clone()
-    if not isinstance(index, (list, tuple)) or not (all(_is_int(v) for v in index) or all(_int_row(v) for v in index)):
+    if not isinstance(index, (list, tuple)) or not (all(is_int(v) for v in index) or all(int_row(v) for v in index)):
         raise InputError(field_name, "must be a list of integers (or of [i, j] integer pairs)")
     try:
         return torch.tensor(index, dtype=torch.int64)
     except (ValueError, TypeError, RuntimeError) as err:  # ragged lists, ints past int64
         raise InputError(field_name, "must be a rectangular list of integers") from err
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _int_row(value: Any) -> bool:
-    """A list of ints, and nothing nested deeper: an index is never more than two levels."""
-    return isinstance(value, (list, tuple)) and all(_is_int(v) for v in value)
 
 
 @dataclass(frozen=True, eq=False)
@@ -280,12 +235,12 @@ class SelectionMask:
         return SelectionMask(checked_text(name, "name", MAX_NAME_CHARS), self.model, self.n_model_params, self.shapes, self.parts)
 
     @cached_property
-    def _collapsed(self) -> dict[str, _Collapsed]:
+    def _collapsed(self) -> dict[str, Collapsed]:
         """Per parameter (in order of first appearance), its parts as distinct rows, columns and loose entries."""
         by_parameter: dict[str, list[MaskPart]] = {}
         for part in self.parts:
             by_parameter.setdefault(part.parameter, []).append(part)
-        return {name: _collapse(parts, self.shapes[name]) for name, parts in by_parameter.items()}
+        return {name: collapse(parts, self.shapes[name]) for name, parts in by_parameter.items()}
 
     @cached_property
     def coordinates(self) -> dict[str, torch.Tensor]:
@@ -416,69 +371,9 @@ class SelectionMask:
         json_path = Path(path).with_suffix(".json")
         tensor_path = json_path.with_suffix(".safetensors")
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(tensor_path, self.to_safetensors_bytes())
-        write_bytes_atomic(json_path, (self.manifest_text() + "\n").encode("utf-8"))  # last: a mask with a manifest is whole
+        write_atomic(tensor_path, self.to_safetensors_bytes())
+        write_atomic(json_path, self.manifest_text() + "\n")  # last: a mask with a manifest is whole
         return json_path, tensor_path
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """`data` into `path` through a temporary file beside it and a rename: a reader never sees half a file."""
-    descriptor, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-@dataclass(frozen=True, eq=False)
-class _Collapsed:
-    """One parameter's parts without repeats. 2-D: whole rows, whole columns, and the loose
-    entries outside both; otherwise only entries. All sorted, all distinct."""
-
-    rows: torch.Tensor  # (R,) int64
-    columns: torch.Tensor  # (C,) int64
-    entries: torch.Tensor  # (E,) int64 flat positions
-
-    def count(self, shape: tuple[int, ...]) -> int:
-        if len(shape) != 2:
-            return int(self.entries.numel())
-        n_rows, n_cols = shape
-        n_r, n_c = int(self.rows.numel()), int(self.columns.numel())
-        return n_r * n_cols + (n_rows - n_r) * n_c + int(self.entries.numel())
-
-    def positions(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """(count,) sorted flat positions; the three sets are disjoint, so nothing is listed twice."""
-        if len(shape) != 2:
-            return self.entries
-        n_rows, n_cols = shape
-        whole_rows = (self.rows[:, None] * n_cols + torch.arange(n_cols)).flatten()  # (R * n_cols,)
-        other = torch.ones(n_rows, dtype=torch.bool)
-        other[self.rows] = False
-        other_rows = torch.nonzero(other).flatten() if self.columns.numel() else other.new_zeros(0, dtype=torch.int64)
-        in_columns = (other_rows[:, None] * n_cols + self.columns[None, :]).flatten()  # ((n_rows - R) * C,)
-        return torch.sort(torch.cat([whole_rows, in_columns, self.entries])).values
-
-
-def _collapse(parts: list[MaskPart], shape: tuple[int, ...]) -> _Collapsed:
-    """Cost: the parts' index lengths (their sort), never the size of what they select."""
-    empty = torch.zeros(0, dtype=torch.int64)
-
-    def distinct(kind: str) -> torch.Tensor:
-        chunks = [p.index.reshape(-1) for p in parts if p.kind == kind]
-        return torch.unique(torch.cat(chunks)) if chunks else empty
-
-    listed = [p.index for p in parts if p.kind == "entries"]
-    strides = torch.tensor(_strides(shape), dtype=torch.int64)  # (ndim,)
-    entries = torch.unique((torch.cat(listed) * strides).sum(dim=1)) if listed else empty  # (E,)
-    if len(shape) != 2:
-        return _Collapsed(empty, empty, entries)
-    rows, columns = distinct("rows"), distinct("columns")
-    n_cols = shape[1]
-    loose = ~torch.isin(entries // n_cols, rows) & ~torch.isin(entries % n_cols, columns)
-    return _Collapsed(rows, columns, entries[loose])
 
 
 def _slices(part: MaskPart, shape: tuple[int, ...]) -> torch.Tensor:
