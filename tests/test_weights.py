@@ -432,3 +432,11 @@ def test_whole_real_model_is_covered(smol, plain_smol_weights):
     expected = {n for n in plain_smol_weights if "norm" in n or "proj" in n}
     assert {p.name for p in result.parameters} == expected
     assert len(expected) == 30 * 9 + 1
+
+
+def test_a_sigma_rule_with_k_past_100_is_not_read_as_a_percentile() -> None:
+    """k is a percentile only under the percentile rule: 101 σ is a valid (if wide) σ bound."""
+    w = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+    stats = tensor_stats(w, WeightRule("sigma", 101.0))
+    assert stats.outliers.count == 0  # no entry of a standard normal sample lies 101 σ out
+    assert stats.summary.count == w.numel()

@@ -19,7 +19,10 @@ class Code:
 
 
 def code_for(kind: str, inputs: dict) -> Code:
-    return {"scan": _scan, "intervene": _intervene, "mask": _mask, "run": _run}.get(kind, _none)(inputs)
+    try:
+        return {"scan": _scan, "intervene": _intervene, "mask": _mask, "run": _run}.get(kind, _none)(inputs)
+    except (KeyError, TypeError, AttributeError) as err:  # an entry posted by hand need not carry a request's fields
+        return Code(None, "# this entry's inputs do not say enough to reproduce it", f"its inputs lack or misstate {err}")
 
 
 def _none(_inputs: dict) -> Code:

@@ -176,7 +176,8 @@ def _histogram_edges(first: FirstPass, bins: int) -> np.ndarray:
 def _plan(first: FirstPass, rule: WeightRule, bins: int | None, max_listed: int) -> _Plan:
     """Every bucket whose entries some answer needs: ranks, thresholds, deviations, extremes."""
     buckets, n = first.buckets, first.count
-    lower, upper, _ = _percentile_ranks((*PERCENTILES, 100 - rule.k, rule.k), n)
+    bounds = (100 - rule.k, rule.k) if rule.kind == "percentile" else ()  # k is a percentile only under that rule
+    lower, upper, _ = _percentile_ranks((*PERCENTILES, *bounds), n)
     median_lower, median_upper, _ = _percentile_ranks((50,), n)
     center_low = buckets.value_ranges(buckets.rank_positions(median_lower))[0][0]  # the median lies in [center_low, center_high]
     center_high = buckets.value_ranges(buckets.rank_positions(median_upper))[1][0]
