@@ -19,7 +19,6 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from app.ui.state import DEFAULT_PROMPT, format_perplexity
-
 from tests.test_ui_browser import (  # noqa: F401  (fixtures, used by name)
     Server,
     _env,
@@ -401,6 +400,7 @@ def test_the_weights_layer_stays_where_it_was_put_through_an_invalid_k(tiny_stac
     expect(page.locator("#wt-histogram")).to_contain_text("model.layers.3.")
     page.get_by_text("percentile", exact=True).click()
     k = page.locator("#wt-k")
+    expect(k).to_have_value("99")  # the rule's default k has arrived: typing earlier races it
     k.fill("150")  # a percentile past 100: the API refuses it
     k.press("Enter")
     expect(page.locator("#wt-message")).to_contain_text("Could not read the weight statistics")
