@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -174,13 +175,19 @@ class LoraTuning:
 
     def detach(self) -> None:
         """Put each original Linear back where peft put its LoRA layer."""
-        for full_name, module in list(self.model.hf_model.named_modules()):
-            if module in self.layers.values():
-                parent, child = full_name.rsplit(".", 1)
-                setattr(self.model.hf_model.get_submodule(parent), child, module.get_base_layer())
-        vars(self.model.hf_model).pop("peft_config", None)  # the injection's note of the adapter: a later one would warn
+        put_back_base_layers(self.model, self.layers.values())
         self.layers = {}
-        model_changed(self.model)
+
+
+def put_back_base_layers(model: LoadedModel, layers: Iterable[nn.Module]) -> None:
+    """Put each original Linear back where peft injected one of `layers` (LoRA, SHiRA) around it."""
+    injected = list(layers)
+    for full_name, module in list(model.hf_model.named_modules()):
+        if module in injected:
+            parent, child = full_name.rsplit(".", 1)
+            setattr(model.hf_model.get_submodule(parent), child, module.get_base_layer())
+    vars(model.hf_model).pop("peft_config", None)  # the injection's note of the adapter: a later one would warn
+    model_changed(model)
 
 
 class LoraMethod(TuningMethod):

@@ -31,7 +31,11 @@ from outlier_core.load.model_cache import model_changed
 from outlier_core.load.models import LoadedModel, unbridged
 from outlier_core.select.masks import SelectionMask, model_shapes
 from outlier_core.tune.methods.base import Attached, TuningMethod
-from outlier_core.tune.methods.lora import linear_modules, lora_plan
+from outlier_core.tune.methods.lora import (
+    linear_modules,
+    lora_plan,
+    put_back_base_layers,
+)
 from outlier_core.tune.train_data import TrainConfig
 
 ADAPTER = "default"
@@ -178,13 +182,8 @@ class ShiraTuning:
 
     def detach(self) -> None:
         """Put each original Linear back where peft put its SHiRA layer."""
-        for full_name, module in list(self.model.hf_model.named_modules()):
-            if module in self.layers.values():
-                parent, child = full_name.rsplit(".", 1)
-                setattr(self.model.hf_model.get_submodule(parent), child, module.get_base_layer())
-        vars(self.model.hf_model).pop("peft_config", None)  # the injection's note of the adapter: a later one would warn
+        put_back_base_layers(self.model, self.layers.values())
         self.layers = {}
-        model_changed(self.model)
 
 
 class ShiraMethod(TuningMethod):
