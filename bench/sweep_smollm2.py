@@ -9,7 +9,7 @@ first N held-out items, one learning rate for every method, no full fine-tune.
 
 Resumable: run it again with the same --out and finished trials are reused. Writes the
 summary and the Pareto plots under OUT/<sweep id>/ and copies the table and the plots into
-docs/ (sweep_smollm2.md, sweep_smollm2_pareto_*.png).
+docs/ (NAME.md, NAME_pareto_*.png; NAME is --name).
 
     .venv/bin/python bench/sweep_smollm2.py [--out runs/sweep_smollm2] [--seeds 0,1,2] [--steps 8]
 """
@@ -43,6 +43,7 @@ def main() -> int:
     parser.add_argument("--eval-items", type=int, default=64, help="held-out items scored by lm-eval and for the loss")
     parser.add_argument("--out", default=str(ROOT / "runs" / "sweep_smollm2"))
     parser.add_argument("--docs", default=str(ROOT / "docs"))
+    parser.add_argument("--name", default="sweep_smollm2", help="the docs files' prefix")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
 
@@ -68,9 +69,9 @@ def main() -> int:
         f"{config.train.steps} steps of batch {config.train.batch_size}, lr {config.train.lr:g}, checkpoint off; "
         f"lm-eval and held-out loss on the first {args.eval_items} of the task's 160 held-out items; seeds {', '.join(map(str, config.seeds))}.\n\n"
     )
-    (docs / "sweep_smollm2.md").write_text(header + table, encoding="utf-8")
-    for name in ("pareto_trainable", "pareto_peak_memory_mb"):
-        shutil.copyfile(outcome.files[f"{name}.png"], docs / f"sweep_smollm2_{name}.png")
+    (docs / f"{args.name}.md").write_text(header + table, encoding="utf-8")
+    for name in ("pareto_trainable", "pareto_loss_trainable", "pareto_peak_memory_mb", "pareto_loss_peak_memory_mb"):
+        shutil.copyfile(outcome.files[f"{name}.png"], docs / f"{args.name}_{name}.png")
     sys.stdout.write(header + table)
     return 0 if outcome.state == "done" else 1
 

@@ -10,7 +10,16 @@ from dash import ALL, Input, Output, State, dcc, html, no_update
 
 from app.ui import ids
 from app.ui.client import ApiProblem
-from app.ui.components import api, card, labelled, note, problem_box, spinner, table, user_action
+from app.ui.components import (
+    api,
+    card,
+    labelled,
+    note,
+    problem_box,
+    spinner,
+    table,
+    user_action,
+)
 from app.ui.figures import empty_figure, graph_config
 from app.ui.state import format_value, options
 
@@ -36,7 +45,10 @@ DOWNLOAD = "ex-download"
 POLL_MS = 1_500
 ACTIVE = ("pending", "running")
 COST_TITLES = {"trainable": "trainable parameters", "peak_memory_mb": "peak memory (MB)"}
-DOWNLOADS = ("summary.csv", "summary.md", "summary.json", "pareto_trainable.png", "pareto_trainable.svg", "pareto_peak_memory_mb.png", "pareto_peak_memory_mb.svg")
+DOWNLOADS = (
+    "summary.csv", "summary.md", "summary.json",
+    *(f"pareto_{which}{cost}.{kind}" for which in ("", "loss_") for cost in ("trainable", "peak_memory_mb") for kind in ("png", "svg")),
+)
 
 
 def layout(**_query) -> html.Div:

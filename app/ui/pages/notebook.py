@@ -12,7 +12,7 @@ from dash import ALL, Input, Output, State, dcc, html, no_update
 
 from app.ui import login, url_state
 from app.ui.client import ApiProblem
-from app.ui.components import api, card, note, problem_box, spinner, user_action
+from app.ui.components import api, note, problem_box, spinner, user_action
 
 dash.register_page(__name__, path="/notebook", name="Notebook", order=8, title="Outlier Lab · Notebook")
 

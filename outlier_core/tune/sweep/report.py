@@ -19,7 +19,7 @@ from outlier_core.tune.sweep.store import SweepRecord, SweepStore, TrialRecord
 
 RESULT_FILES = (
     "summary.csv", "summary.json", "summary.md",
-    *(f"pareto_{cost}.{kind}" for cost in COSTS for kind in ("png", "svg")),
+    *(f"pareto_{which}{cost}.{kind}" for which in ("", "loss_") for cost in COSTS for kind in ("png", "svg")),
 )
 
 

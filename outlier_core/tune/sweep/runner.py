@@ -181,7 +181,8 @@ def results_folder(store: SweepStore, sid: str) -> Path:
 
 
 def write_results(store: SweepStore, sid: str, summary: list[SummaryRow], plots: bool = True) -> dict[str, str]:
-    """ROOT/<sweep>/summary.csv|.json|.md, and the Pareto figures as PNG and SVG."""
+    """ROOT/<sweep>/summary.csv|.json|.md, and the Pareto figures as PNG and SVG: the headline
+    metric (pareto_<cost>) and the held-out loss (pareto_loss_<cost>) against each cost."""
     folder = results_folder(store, sid)
     folder.mkdir(parents=True, exist_ok=True)
     records = store.trials(sid)
@@ -195,6 +196,8 @@ def write_results(store: SweepStore, sid: str, summary: list[SummaryRow], plots:
 
         metric = headline_metric(summary)
         figures = {f"pareto_{cost}": pareto_figure(summary, metric, cost) for cost in COSTS}
+        if metric != "held_out_loss":
+            figures |= {f"pareto_loss_{cost}": pareto_figure(summary, "held_out_loss", cost) for cost in COSTS}
         try:
             for path in export_figures(figures, folder):
                 written[path.name] = path
