@@ -35,6 +35,7 @@ from outlier_core.select import masks as masks_module
 from outlier_core.select.mask_files import from_json
 from outlier_core.select.mask_rules import dims_count, extended
 from outlier_core.select.masks import FORMAT, SelectionMask, model_shapes
+from tests.mask_reference import dense_reference
 
 EMBED = "model.embed_tokens.weight"  # (260, 64)
 Q = "model.layers.1.self_attn.q_proj.weight"  # (64, 64)
@@ -55,20 +56,6 @@ def serve(model: LoadedModel, runs_dir: Path, **settings) -> TestClient:
 def client(tiny: LoadedModel, runs_dir: Path) -> Iterator[TestClient]:
     with serve(tiny, runs_dir) as test_client:
         yield test_client
-
-
-def dense(mask: SelectionMask) -> dict[str, torch.Tensor]:
-    found: dict[str, torch.Tensor] = {}
-    for part in mask.parts:
-        d = found.setdefault(part.parameter, torch.zeros(mask.shapes[part.parameter], dtype=torch.bool))
-        for i in part.index.tolist():
-            if part.kind == "rows":
-                d[i, :] = True
-            elif part.kind == "columns":
-                d[:, i] = True
-            else:
-                d[tuple(i)] = True
-    return found
 
 
 def safetensors_with(manifest: dict, tensors: dict[str, tuple[list[int], bytes]]) -> bytes:
@@ -108,7 +95,7 @@ def test_counts_and_coordinates_agree_with_dense_references_and_list_each_coordi
                 else:
                     index = torch.randint(0, shape[0 if kind == "rows" else 1], (n,), generator=generator)
                 mask = mask.add(tiny, parameter, kind, torch.cat([index, index]), "random")  # every index twice
-        reference = {name: d for name, d in dense(mask).items() if d.any()}
+        reference = {name: d for name, d in dense_reference(mask).items() if d.any()}
         assert mask.counts() == {name: int(d.sum()) for name, d in reference.items()}
         for name, d in reference.items():
             assert torch.equal(mask.coordinates[name], torch.nonzero(d.flatten()).flatten())
@@ -124,7 +111,7 @@ def test_a_repeated_column_is_counted_once_without_listing_the_repeats(tiny: Loa
 def test_the_dims_count_is_the_built_masks_count(tiny: LoadedModel) -> None:
     dims = [(layer, dim) for layer in range(4) for dim in (0, 5, 5, 63)] + [(2, 7)]
     built = extended(tiny, SelectionMask.empty(tiny, "dims"), dims=dims)
-    assert dims_count(tiny, dims) == built.count == sum(int(d.sum()) for d in dense(built).values())
+    assert dims_count(tiny, dims) == built.count == sum(int(d.sum()) for d in dense_reference(built).values())
     with pytest.raises(InputError) as refused:
         extended(tiny, SelectionMask.empty(tiny, "dims"), dims=dims, max_count=built.count - 1)
     assert refused.value.field == "dims"
@@ -463,7 +450,6 @@ def test_every_mask_that_is_stored_reads_back_as_it_was_listed(client: TestClien
     assert from_json(exported).count == made["count"] == 1
     listed = client.get("/api/masks").json()["masks"][0]
     assert {k: v for k, v in listed.items() if k != "parts"} == {k: v for k, v in made.items() if k != "parts"}
-
 
 
 def test_long_texts_are_cut_and_refused_from_a_prefix(tiny: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,6 +20,7 @@ from outlier_core.select import mask_rules
 from outlier_core.select.mask_files import from_json, from_safetensors_bytes, load_mask
 from outlier_core.select.masks import SelectionMask, base_parameters
 from tests.conftest import PROSE
+from tests.mask_reference import dense_reference
 
 Q = "model.layers.1.self_attn.q_proj.weight"  # (64, 64)
 K = "model.layers.1.self_attn.k_proj.weight"  # (32, 64)
@@ -34,21 +35,6 @@ def sample_mask(tiny) -> SelectionMask:
     mask = mask.add(tiny, Q, "entries", [[1, 3], [10, 11]], "click")  # (1, 3) is already in row 1
     mask = mask.add(tiny, NORM, "entries", [[5], [60]], "norm rule")
     return mask.add(tiny, DOWN, "entries", [[63, 127], [0, 0]], "super weight")
-
-
-def dense_reference(mask: SelectionMask) -> dict[str, torch.Tensor]:
-    """Fill a boolean tensor per parameter, slice by slice: an independent count of the mask."""
-    dense: dict[str, torch.Tensor] = {}
-    for part in mask.parts:
-        d = dense.setdefault(part.parameter, torch.zeros(mask.shapes[part.parameter], dtype=torch.bool))
-        for i in part.index.tolist():
-            if part.kind == "rows":
-                d[i, :] = True
-            elif part.kind == "columns":
-                d[:, i] = True
-            else:
-                d[tuple(i)] = True
-    return dense
 
 
 def test_count_counts_overlaps_once(tiny):

@@ -27,6 +27,7 @@ from outlier_core.tune.peft_export import export_run
 from outlier_core.tune.peft_mask import OutlierMaskConfig, adapter_key
 from outlier_core.tune.sparse import SparseTuner
 from tests.hf_reference import sparse_edited
+from tests.mask_reference import selected_flat
 
 DOWN = "model.layers.1.mlp.down_proj.weight"  # (64, 128)
 Q = "model.layers.2.self_attn.q_proj.weight"  # (64, 64)
@@ -44,23 +45,6 @@ def make_mask(model) -> SelectionMask:
     mask = mask.add(model, Q, "rows", [9], "click")
     mask = mask.add(model, NORM, "entries", [[5], [17]], "click")
     return mask.add(model, EMBED, "rows", [72, 3], "click")
-
-
-def selected_flat(mask: SelectionMask) -> dict[str, torch.Tensor]:
-    """Row-major flat positions per parameter, built from the parts by hand (not `mask.coordinates`)."""
-    found = {}
-    for name, shape in mask.shapes.items():
-        dense = torch.zeros(shape, dtype=torch.bool)
-        for part in (p for p in mask.parts if p.parameter == name):
-            for i in part.index.tolist():
-                if part.kind == "rows":
-                    dense[i, :] = True
-                elif part.kind == "columns":
-                    dense[:, i] = True
-                else:
-                    dense[tuple(i)] = True
-        found[name] = torch.nonzero(dense.flatten()).flatten()
-    return found
 
 
 def batches() -> list[torch.Tensor]:

@@ -24,6 +24,7 @@ from outlier_core.tune.comparison import compare
 from outlier_core.tune.methods.full import FullTuning
 from outlier_core.tune.sparse import SparseTuner, apply_deltas, parameter_slots
 from outlier_core.tune.training import train
+from tests.mask_reference import selected_dense
 
 DOWN = "model.layers.1.mlp.down_proj.weight"  # (64, 128)
 Q = "model.layers.2.self_attn.q_proj.weight"  # (64, 64)
@@ -38,22 +39,6 @@ def make_mask(model) -> SelectionMask:
     mask = mask.add(model, Q, "columns", [5], "click")
     mask = mask.add(model, Q, "rows", [9], "click")
     return mask.add(model, NORM, "entries", [[5], [17]], "click")
-
-
-def selected_dense(mask: SelectionMask, name: str) -> torch.Tensor:
-    """Bool tensor of the parameter's shape, True at the mask's coordinates (built from the parts)."""
-    dense = torch.zeros(mask.shapes[name], dtype=torch.bool)
-    for part in mask.parts:
-        if part.parameter != name:
-            continue
-        for i in part.index.tolist():
-            if part.kind == "rows":
-                dense[i, :] = True
-            elif part.kind == "columns":
-                dense[:, i] = True
-            else:
-                dense[tuple(i)] = True
-    return dense
 
 
 def snapshot(model) -> dict[str, torch.Tensor]:
