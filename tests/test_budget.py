@@ -9,6 +9,7 @@ from outlier_core.errors import InputError
 from outlier_core.intervene.corpus import bundled
 from outlier_core.load.models import LoadedModel
 from outlier_core.select.mask_rules import norm_mask
+from outlier_core.select.masks import SelectionMask
 from outlier_core.tune.budget import (
     FP32,
     OPTIMIZER_BYTES,
@@ -20,6 +21,7 @@ from outlier_core.tune.budget import (
     run_memory,
     trained_parameters,
 )
+from outlier_core.tune.methods import get_method
 from outlier_core.tune.train_data import TrainConfig, make_data
 
 
@@ -42,6 +44,27 @@ def test_methods_train_what_they_choose(tiny: LoadedModel) -> None:
     assert trained_parameters(tiny, mask, "full", config) == sum(p.numel() for p in tiny.hf_model.parameters())
     q_and_v = tiny.n_layers * ((64 + 64) + (64 + 32))  # the mask touches no projection: peft's q/v, (in + out) each
     assert trained_parameters(tiny, mask, "lora", config) == 8 * q_and_v
+
+
+def test_ln_top_is_estimated_as_the_norm_entries_it_trains(tiny: LoadedModel) -> None:
+    down = "model.layers.1.mlp.down_proj.weight"
+    norms = (2 * tiny.n_layers + 1) * tiny.d_model  # each layer's two norms and the final one, d_model entries each
+    one_row = SelectionMask.empty(tiny, "one row").add(tiny, down, "rows", [3], "test")
+    ten_rows = SelectionMask.empty(tiny, "ten rows").add(tiny, down, "rows", list(range(10)), "test")
+    assert one_row.count == tiny.d_mlp < norms < ten_rows.count
+    config = TrainConfig(batch_size=2, seq_len=16)
+    assert trained_parameters(tiny, one_row, "ln_top", config) == tiny.d_mlp  # the mask's count of norm entries
+    assert trained_parameters(tiny, ten_rows, "ln_top", config) == norms  # every norm entry, the model has no more
+    for mask in (one_row, ten_rows):  # what the method holds in its optimizer once attached
+        attached = get_method("ln_top").attach(tiny, mask, config)
+        try:
+            assert sum(p.numel() for p in attached.tuning.parameters()) == trained_parameters(tiny, mask, "ln_top", config)
+        finally:
+            attached.tuning.detach()
+    data = make_data(tiny, bundled("prose"), config)
+    [estimate] = finetune_memory(tiny, one_row, ["ln_top"], config, data)
+    assert estimate == run_memory(tiny, "ln_top", tiny.d_mlp, 2, 16, checkpoint=True)  # a coordinate method: recomputed by default
+    assert estimate.optimizer == tiny.d_mlp * OPTIMIZER_BYTES
 
 
 def test_a_batch_is_never_larger_than_the_training_blocks(tiny: LoadedModel) -> None:

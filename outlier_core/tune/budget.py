@@ -50,11 +50,18 @@ class RunMemory:
 
 
 def trained_parameters(model: LoadedModel, mask: SelectionMask, method: str, config: TrainConfig) -> int:
-    """How many parameters `method` trains beside `mask` (as the methods choose them)."""
+    """How many parameters `method` trains beside `mask` (as the methods choose them).
+
+    The coordinate methods train one value per chosen entry: the mask's own count (mask,
+    random), every norm entry (ln), or the mask's count of norm entries, all of them when
+    the model has fewer (ln_top). LoRA and SHiRA train r·(out + in) per targeted Linear at
+    the same rank."""
     if method in ("mask", "random"):
         return mask.count
     if method == "ln":
         return norm_mask(model).count
+    if method == "ln_top":
+        return min(mask.count, norm_mask(model).count)
     if method == "full":
         return model_shapes(model)[1]
     if config.lora_rank is None:

@@ -10,8 +10,10 @@ config and exactly r·(m + n) ones in every targeted Linear, so an outlier mask 
 when every projection it touches holds that many of its coordinates for one r and it holds
 no norm entries (`shira_rank_of` says which r, or None). The rules' masks — whole rows and
 columns, a few super-weight entries, norm entries — almost never do; the mask method trains
-any of them through our own sparse deltas instead. Saved runs load back through the same
-`mask_fn` route, with the indices they trained.
+any of them through our own sparse deltas instead. So the `shira` method (a baseline, a
+sweep's method) always trains peft's own random mask; `outlier_mask_fn` serves a mask that
+does fit, and saved runs load back through the same `mask_fn` route, with the indices
+they trained.
 
 peft's SHiRA forward reads the base weight and skips hooks on the base Linear (peft warns);
 the bridge's hook points sit on the wrapper around it, so they keep firing here.
