@@ -1,7 +1,8 @@
 """The tiny model spread over a device map (accelerate `dispatch_model`: layers on the CPU and
 layers offloaded to disk, whose parameters sit on the meta device between forwards) answers
 exactly what the single-device model does: scan, origin, interventions with their mean
-references, weight edits (on an offloaded layer too), weight statistics.
+references, weight edits (on an offloaded layer too), weight statistics, mask suggestions
+that read the norm weights, and a fine-tune run's sparse deltas attached, detached and merged.
 
 A CPU has one device, so this checks the offload machinery and that nothing reads an
 offloaded layer's meta tensors; hooks that combine tensors across GPUs are kept to
@@ -14,6 +15,7 @@ import json
 import time
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from app.api.main import create_app
@@ -28,9 +30,16 @@ from outlier_core.load.placement import Placement, parse_device_map
 from outlier_core.observe.capture import scan
 from outlier_core.observe.origin import trace_origin
 from outlier_core.observe.weights import model_weight_stats, norm_at_dims
+from outlier_core.select import mask_rules
+from outlier_core.select.masks import SelectionMask
+from outlier_core.tune import train_data
+from outlier_core.tune.applied_run import attach_run
+from outlier_core.tune.comparison import compare
 
 TEXT = "A small boat crossed the bay at dawn, and the gulls followed it home."
 OFFLOADED_DOWN = "model.layers.1.mlp.down_proj.weight"
+OFFLOADED_NORM = "model.layers.3.post_attention_layernorm.weight"
+IDS = torch.tensor([[1, 72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100, 33, 10]])
 DEVICE_MAP = {
     "model.embed_tokens": "cpu",
     "model.rotary_emb": "cpu",
@@ -48,9 +57,33 @@ def single():
     return load_model("tiny-random", device="cpu")
 
 
+def spread_model(tmp_path_factory):
+    return load_model("tiny-random", placement=Placement(DEVICE_MAP, offload_folder=str(tmp_path_factory.mktemp("offload"))))
+
+
 @pytest.fixture(scope="module")
 def spread(tmp_path_factory):
-    return load_model("tiny-random", placement=Placement(DEVICE_MAP, offload_folder=str(tmp_path_factory.mktemp("offload"))))
+    return spread_model(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def run_folder(single, tmp_path_factory):
+    """A real sparse fine-tune on the single-device model, its mask on offloaded and CPU layers."""
+    mask = (
+        SelectionMask.empty(single, "clicks")
+        .add(single, OFFLOADED_DOWN, "rows", [3, 7], "click")
+        .add(single, OFFLOADED_NORM, "entries", [[5], [17]], "click")
+        .add(single, "model.layers.0.mlp.up_proj.weight", "columns", [2], "click")
+    )
+    config = train_data.TrainConfig(steps=3, lr=0.05, batch_size=2, seq_len=16)
+    folder = tmp_path_factory.mktemp("runs") / "20990101-000000-abcdef"
+    compare(single, mask, (), train_data.make_data(single, train_data.load_corpus("code"), config), config, folder)
+    return folder
+
+
+def logits(model) -> torch.Tensor:
+    with torch.no_grad():
+        return model.bridge(IDS, return_type="logits")  # (1, T, V)
 
 
 def test_layers_are_really_offloaded(spread):
@@ -89,6 +122,48 @@ def test_weight_edit_on_offloaded_layer_changes_then_restores(single, spread):
 def test_weight_statistics_equal_single_device(single, spread):
     assert to_json(model_weight_stats(spread, layers=(1, 2))) == to_json(model_weight_stats(single, layers=(1, 2)))
     assert to_json(norm_at_dims(spread, [3, 9])) == to_json(norm_at_dims(single, [3, 9]))
+
+
+def test_mask_suggestion_from_norm_weights_equals_single_device(single, spread):
+    """The norm rule reads the offloaded layers' norm weights (a loose k so the tiny model's have outliers)."""
+    config = mask_rules.RuleConfig(rules=("norm_outliers",), norm_rule=mask_rules.WeightRule("sigma", 1.5))
+    ours = mask_rules.suggest_mask(spread, mask_rules.prompt_from_text(spread, TEXT), 60, config)
+    reference = mask_rules.suggest_mask(single, mask_rules.prompt_from_text(single, TEXT), 60, config)
+    assert any(p.parameter.startswith(("model.layers.1.", "model.layers.3.")) for p in reference.mask.parts)
+    assert to_json(ours) == to_json(reference)
+
+
+def test_a_runs_deltas_on_offloaded_layers_give_the_single_device_logits(single, spread, run_folder):
+    base = logits(spread)
+    reference = attach_run(single, run_folder, "mask")
+    try:
+        expected = logits(single)
+    finally:
+        reference.detach()
+    assert not torch.allclose(expected, base, atol=1e-4)  # the run moved something
+    applied = attach_run(spread, run_folder, "mask")
+    try:
+        assert torch.equal(logits(spread), expected)
+        applied.set_enabled(False)
+        assert torch.equal(logits(spread), base)
+        applied.set_enabled(True)
+        assert torch.equal(logits(spread), expected)
+    finally:
+        applied.detach()
+    assert torch.equal(logits(spread), base)
+    assert spread.hf_parameters()[OFFLOADED_DOWN].device.type == "meta"  # given back to its offload hook
+
+
+def test_merging_a_runs_deltas_into_offloaded_layers(single, run_folder, tmp_path_factory):
+    own = spread_model(tmp_path_factory)  # a merge changes it for good
+    reference = attach_run(single, run_folder, "mask")
+    try:
+        expected = logits(single)
+    finally:
+        reference.detach()
+    attach_run(own, run_folder, "mask").merge()
+    assert own.hf_parameters()[OFFLOADED_NORM].device.type == "meta"
+    assert torch.equal(logits(own), expected)
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -10,7 +10,8 @@ tensor on the device of the layer that made it.
 A layer offloaded to the CPU or disk keeps its parameters on the meta device and loads
 them before each forward. `parameter_values` reads such a parameter's values, and
 `writable_values` makes an in-place change reach the forwards that follow (the offload
-loader prefers a tensor it holds in its state dict over the file).
+loader prefers a tensor it holds in its state dict over the file). `hold_in_memory` keeps one
+on its execution device while a sparse delta sits on it (see tune/sparse.py).
 """
 
 from __future__ import annotations
@@ -109,14 +110,27 @@ def _owner(hf: torch.nn.Module, name: str, unbridged) -> tuple[torch.nn.Module, 
     raise KeyError(name)
 
 
-def _offload_source(module: torch.nn.Module):
-    """(loader, key prefix) of the accelerate hook that loads `module`'s offloaded parameters."""
+def _offload_hook(module: torch.nn.Module):
+    """The accelerate hook that loads `module`'s offloaded parameters."""
     hook = getattr(module, "_hf_hook", None)
     for candidate in getattr(hook, "hooks", (hook,)):  # a SequentialHook holds several
-        weights = getattr(candidate, "weights_map", None)
-        if getattr(candidate, "offload", False) and weights is not None:
-            return weights.dataset, weights.prefix
+        if getattr(candidate, "offload", False) and getattr(candidate, "weights_map", None) is not None:
+            return candidate
     raise KeyError("no offload hook")
+
+
+def _offload_source(module: torch.nn.Module):
+    """(loader, key prefix) of the accelerate hook that loads `module`'s offloaded parameters."""
+    weights = _offload_hook(module).weights_map
+    return weights.dataset, weights.prefix
+
+
+def module_tensor_values(module: torch.nn.Module, local: str, tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` (`module`'s own `local`): itself, or for an offloaded layer the copy its hook loads (on the CPU)."""
+    if tensor.device.type != "meta":
+        return tensor
+    loader, prefix = _offload_source(module)
+    return loader[prefix + local]
 
 
 def parameter_values(hf: torch.nn.Module, name: str, parameter: torch.Tensor, unbridged) -> torch.Tensor:
@@ -124,8 +138,35 @@ def parameter_values(hf: torch.nn.Module, name: str, parameter: torch.Tensor, un
     if parameter.device.type != "meta":
         return parameter
     module, local = _owner(hf, name, unbridged)
-    loader, prefix = _offload_source(module)
-    return loader[prefix + local]
+    return module_tensor_values(module, local, parameter)
+
+
+def hold_in_memory(holders: list[tuple[torch.nn.Module, str]]) -> torch.nn.Parameter:
+    """Put an offloaded parameter's values on its layer's execution device, in every module that holds it.
+
+    For as long as something else holds the tensor (a parametrization moves it out of the
+    module's own parameters), the offload hook neither loads nor drops it, so changes to it
+    (a fold) reach the forwards. `give_back` ends it.
+    """
+    module, local = holders[0]
+    placeholder = module._parameters[local]
+    device = _offload_hook(module).execution_device
+    values = module_tensor_values(module, local, placeholder).detach().to(device, copy=True)
+    held = torch.nn.Parameter(values, requires_grad=placeholder.requires_grad)
+    for owner, attr in holders:
+        owner._parameters[attr] = held
+    return held
+
+
+def give_back(holders: list[tuple[torch.nn.Module, str]], keep_values: bool) -> None:
+    """Undo `hold_in_memory`: the meta placeholder again; `keep_values` puts the held values into
+    the offload loader's state dict, where the hook reads them from for good (a merge)."""
+    for module, local in holders:
+        held = module._parameters[local]
+        if keep_values:
+            loader, prefix = _offload_source(module)
+            loader.state_dict[prefix + local] = held.detach().cpu()
+        module._parameters[local] = torch.nn.Parameter(held.detach().to("meta"), requires_grad=held.requires_grad)
 
 
 @contextmanager

@@ -62,8 +62,8 @@ def plain_name(full_name: str) -> str | None:
     return name
 
 
-def base_parameters(model: LoadedModel) -> dict[str, torch.Tensor]:
-    """Base parameters by plain HF name, also while a sparse delta or LoRA layer is attached."""
+def _base_tensors(model: LoadedModel) -> dict[str, torch.Tensor]:
+    """Base parameters by plain HF name as the modules hold them (an offloaded layer's are meta)."""
     found: dict[str, torch.Tensor] = {}
     for full_name, p in model.hf_model.named_parameters():
         name = plain_name(full_name)
@@ -72,9 +72,37 @@ def base_parameters(model: LoadedModel) -> dict[str, torch.Tensor]:
     return found
 
 
+class BaseParameters(Mapping[str, torch.Tensor]):
+    """Base parameters by plain HF name, also while a sparse delta or LoRA layer is attached.
+
+    A parameter on a device is itself (writes reach the model); an offloaded layer's values
+    are read from its offload loader when asked for, so a rule that reads the norms never
+    loads the matrices of a model spread to disk.
+    """
+
+    def __init__(self, model: LoadedModel):
+        self._model = model
+        self._tensors = _base_tensors(model)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        tensor = self._tensors[name]
+        return tensor if tensor.device.type != "meta" else self._model.parameter_values(name, tensor)
+
+    def __iter__(self):
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+
+def base_parameters(model: LoadedModel) -> BaseParameters:
+    """Base parameters by plain HF name, wherever their layers live (see `BaseParameters`)."""
+    return BaseParameters(model)
+
+
 def model_shapes(model: LoadedModel) -> tuple[dict[str, tuple[int, ...]], int]:
     """({plain name: shape}, total parameter count)."""
-    params = base_parameters(model)
+    params = _base_tensors(model)
     return {n: tuple(p.shape) for n, p in params.items()}, sum(p.numel() for p in params.values())
 
 

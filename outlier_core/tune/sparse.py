@@ -33,6 +33,7 @@ from torch.nn.utils import parametrize
 from outlier_core.errors import InputError
 from outlier_core.load.model_cache import model_changed
 from outlier_core.load.models import LoadedModel
+from outlier_core.load.placement import give_back, hold_in_memory, module_tensor_values
 from outlier_core.select.masks import SelectionMask, plain_name
 
 DELTAS_FORMAT = "outlier-lab-deltas/1"
@@ -104,10 +105,12 @@ def parameter_slots(model: LoadedModel) -> dict[str, list[_Slot]]:
 
 
 def effective_weights(model: LoadedModel, names: list[str]) -> dict[str, torch.Tensor]:
-    """The weights the model computes with right now, by plain HF name (detached)."""
+    """The weights the model computes with right now, by plain HF name (detached; an offloaded
+    layer's from its offload loader)."""
     slots = parameter_slots(model)
     with torch.no_grad():
-        return {n: getattr(slots[n][0].module, slots[n][0].attr).detach() for n in names if n in slots}
+        found = {n: (slots[n][0], getattr(slots[n][0].module, slots[n][0].attr)) for n in names if n in slots}
+        return {n: module_tensor_values(slot.module, slot.attr, w).detach() for n, (slot, w) in found.items()}
 
 
 class SparseDeltas:
@@ -117,6 +120,11 @@ class SparseDeltas:
     int64 each. Until `detach()` or `merge()` the module computes base + delta. The base
     tensors are written only by `merge()` (for good) and `fold()` (undone exactly by `unfold()`).
     Freezing the base parameters is the caller's business.
+
+    A parameter of a layer offloaded by a device map (a meta placeholder between forwards) is
+    held on its layer's device while its delta is attached (`hold_in_memory`), so the delta,
+    a fold and the backward pass see real values; detaching gives it back to its offload hook
+    (with the merged values, after `merge()`).
     """
 
     def __init__(
@@ -132,6 +140,7 @@ class SparseDeltas:
         self._attached = True
         self._enabled = True
         self._folded: dict[str, torch.Tensor] | None = None  # the base values under the deltas while folded
+        self._held: list[str] = []  # offloaded parameters held in memory while their deltas are attached
         try:
             for name, flat in coordinates.items():
                 self._attach(name, flat, slots, persistent_index)
@@ -147,11 +156,14 @@ class SparseDeltas:
         base = getattr(slots[name][0].module, slots[name][0].attr)
         if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= base.numel()):
             raise InputError("mask", f"the coordinates of {name} fall outside its shape {list(base.shape)}")
+        self._slots[name] = list(slots[name])
+        if base.device.type == "meta":
+            base = hold_in_memory([(slot.module, slot.attr) for slot in slots[name]])
+            self._held.append(name)
         delta = SparseDelta(flat, base, persistent_index)
         for slot in slots[name]:
             parametrize.register_parametrization(slot.module, slot.attr, delta)
         self.deltas[name] = delta
-        self._slots[name] = list(slots[name])
 
     @property
     def attached(self) -> bool:
@@ -267,19 +279,25 @@ class SparseDeltas:
 
     def detach(self) -> None:
         """Remove the deltas; the base tensors are back in place, untouched."""
-        if not self._attached:
-            return
         self.unfold()
-        for slots in self._slots.values():
-            for slot in slots:
-                parametrize.remove_parametrizations(slot.module, slot.attr, leave_parametrized=False)
-        self._attached = False
+        self._remove(merged=False)
 
     def merge(self) -> None:
         """Write base + delta into the base tensors for good, and remove the deltas."""
         self.fold()
         self._folded = None  # nothing to put back: removing the deltas now leaves base + delta
-        self.detach()
+        self._remove(merged=True)
+
+    def _remove(self, merged: bool) -> None:
+        if not self._attached:
+            return
+        for name, slots in self._slots.items():
+            for slot in slots:
+                if parametrize.is_parametrized(slot.module, slot.attr):  # an attach that failed midway did not get there
+                    parametrize.remove_parametrizations(slot.module, slot.attr, leave_parametrized=False)
+            if name in self._held:
+                give_back([(slot.module, slot.attr) for slot in slots], keep_values=merged)
+        self._attached = False
 
 
 def save_deltas(path: str | Path, deltas: SparseDeltas, mask: SelectionMask) -> Path:
