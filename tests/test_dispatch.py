@@ -35,6 +35,7 @@ from outlier_core.select.masks import SelectionMask
 from outlier_core.tune import train_data
 from outlier_core.tune.applied_run import attach_run
 from outlier_core.tune.comparison import compare
+from outlier_core.tune.snapshot import outlier_snapshot
 
 TEXT = "A small boat crossed the bay at dawn, and the gulls followed it home."
 OFFLOADED_DOWN = "model.layers.1.mlp.down_proj.weight"
@@ -131,6 +132,15 @@ def test_mask_suggestion_from_norm_weights_equals_single_device(single, spread):
     reference = mask_rules.suggest_mask(single, mask_rules.prompt_from_text(single, TEXT), 60, config)
     assert any(p.parameter.startswith(("model.layers.1.", "model.layers.3.")) for p in reference.mask.parts)
     assert to_json(ours) == to_json(reference)
+
+
+def test_outlier_snapshot_equals_single_device(single, spread):
+    """The fine-tune's before/after snapshot reads the offloaded layers' norm weights (one planted there)."""
+    planted = WeightEdit(OFFLOADED_NORM, (5,), "set", 9.0)
+    with edited_weights(spread, [planted]), edited_weights(single, [planted]):
+        ours = outlier_snapshot(spread, mask_rules.prompt_from_text(spread, TEXT))
+        assert ours == outlier_snapshot(single, mask_rules.prompt_from_text(single, TEXT))
+    assert {"parameter": OFFLOADED_NORM, "index": 5, "value": 9.0} in [{k: o[k] for k in ("parameter", "index", "value")} for o in ours["norm_outliers"]]
 
 
 def test_a_runs_deltas_on_offloaded_layers_give_the_single_device_logits(single, spread, run_folder):

@@ -17,6 +17,7 @@ from app.api.routes import (
     masks,
     model,
     notebook,
+    queue,
     scan,
     sweeps,
     tokenize,
@@ -26,5 +27,5 @@ from app.api.routes import (
 
 api_router = APIRouter(prefix="/api")
 api_router.include_router(health.router)
-for module in (vocab, model, deltas, scan, tokenize, activations, attention, weights, layer_weights, intervene, masks, mask_edits, notebook, jobs, sweeps):
+for module in (vocab, model, deltas, scan, tokenize, activations, attention, weights, layer_weights, intervene, masks, mask_edits, notebook, queue, jobs, sweeps):
     api_router.include_router(module.router, dependencies=[Depends(require_api_key)])

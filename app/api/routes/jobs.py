@@ -15,13 +15,12 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import JobsDep, MasksDep, ServiceDep, SettingsDep
 from app.api.errors import ApiError
-from app.api.finetune_budget import check_budget, check_data
+from app.api.finetune_budget import check_budget, training_data
 from app.api.mask_store import MaskStore
 from app.api.schemas.common import ERROR_RESPONSES, MODEL_RESPONSES, error
 from app.api.schemas.jobs import FinetuneIn, JobsOut, RunsOut
 from app.api.settings import Settings
 from outlier_core.errors import InputError
-from outlier_core.intervene.corpus import bundled, from_text
 from outlier_core.load.models import LoadedModel, dtype_name
 from outlier_core.tune.comparison import Comparison, plan_comparison
 from outlier_core.tune.distributed import World, default_processes
@@ -29,7 +28,7 @@ from outlier_core.tune.jobs import JobRunner, JobsBusy, JobStatus
 from outlier_core.tune.run_config import RunConfig
 from outlier_core.tune.run_process import LaunchOptions, run_job
 from outlier_core.tune.runs import list_runs
-from outlier_core.tune.train_data import TrainConfig, make_data
+from outlier_core.tune.train_data import TrainConfig
 
 router = APIRouter(tags=["jobs"])
 
@@ -56,9 +55,7 @@ def _submit(model: LoadedModel, body: FinetuneIn, store: MaskStore, runner: JobR
         seq_len=body.seq_len, seed=body.seed, lora_rank=body.lora_rank,
         checkpoint=body.checkpoint,
     )
-    corpus = from_text(body.data_text, "your text", "data_text") if body.data_text is not None else bundled(body.data)
-    check_data(model, body, corpus, settings)  # max_train_tokens, from a prefix of the text
-    data = make_data(model, corpus, config)  # refuses too little data now, not minutes later in the job
+    data, source = training_data(model, body, config, settings)  # refuses too much or too little data now, not minutes later in the job
     plan_comparison(model, mask, tuple(body.baselines), data, config, mask_field="mask_id")
     processes = body.processes or default_processes(model.device, config.batch_size)
     try:
@@ -68,7 +65,7 @@ def _submit(model: LoadedModel, body: FinetuneIn, store: MaskStore, runner: JobR
     check_budget(model, body, mask, config, data, processes, settings)  # the largest run's memory
     run = RunConfig(
         model=model.name, mask=INPUT_MASK, baselines=tuple(dict.fromkeys(body.baselines)), train=config,
-        data=None if body.data_text is not None else body.data, data_text=body.data_text,
+        data=source, data_text=body.data_text,
         device=model.device, dtype=dtype_name(model.dtype), processes=processes,
     )
     params = {**body.model_dump(exclude={"data_text"}), "processes": processes, "data": data.source, "mask_name": mask.name, "model": model.name}
