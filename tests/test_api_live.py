@@ -1,9 +1,10 @@
 """A live server: `outlier-lab api` in its own process on a free loopback port, tiny model.
 
 Checks what only a real server shows: health answers while the model loads in the
-background, and many parallel scans and interventions give exactly the numbers of the
-same calls made one at a time while health keeps answering within a second. Every loop
-is bounded by a deadline.
+background, many parallel scans and interventions give exactly the numbers of the
+same calls made one at a time while health keeps answering within a second, and a second
+client sees its place in line behind an evaluation and that evaluation's progress. Every
+loop is bounded by a deadline.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def wait_until_ready(server: Server, process: subprocess.Popen) -> None:
 def server() -> Iterator[Server]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTLIER_LAB_")}
-    env.update(HF_HUB_OFFLINE="1", OUTLIER_LAB_MAX_TOKENS="512")
+    # the bundled prose is ~15,000 byte tokens on the tiny model: 29 windows of 512
+    env.update(HF_HUB_OFFLINE="1", OUTLIER_LAB_MAX_TOKENS="512", OUTLIER_LAB_MAX_EVAL_TOKENS="20000")
     command = [sys.executable, "-m", "app.cli.main", "api", "--model", "tiny-random", "--device", "cpu", "--port", str(port)]
     with tempfile.TemporaryFile() as log, tempfile.TemporaryDirectory() as runs_dir:
         env["OUTLIER_LAB_RUNS_DIR"] = runs_dir
@@ -171,3 +173,63 @@ def test_parallel_requests_give_the_sequential_numbers_and_health_keeps_answerin
         assert body == expected[i], f"parallel {requests[i][0]} differs from the sequential call"
     assert len(latencies) >= 5, f"health was polled only {len(latencies)} times in {busy:.1f} s"
     assert max(latencies) < HEALTH_LIMIT, f"health took {max(latencies):.2f} s while the model was busy"
+
+
+WINDOW = 512  # OUTLIER_LAB_MAX_TOKENS: BOS and 511 scored tokens per window
+ZERO_ONE = {"text": PROSE, "interventions": [{"layer": 1, "position": 3, "dim": 5, "mode": "zero"}], "eval_corpus": "prose"}
+
+
+def queue_of(client: httpx.Client) -> dict:
+    started = time.monotonic()
+    answer = client.get("/api/queue")
+    assert answer.status_code == 200, answer.text
+    assert time.monotonic() - started < HEALTH_LIMIT, "the queue waited for the model"
+    return answer.json()
+
+
+def work_of(client: httpx.Client, deadline: float) -> dict:
+    """The client's own long request, once it shows."""
+    while time.monotonic() < deadline:
+        mine = [w for w in queue_of(client)["works"] if w["mine"]]
+        if mine:
+            return mine[0]
+        time.sleep(0.02)
+    raise AssertionError("the evaluation never showed in the queue")
+
+
+def test_a_second_client_sees_its_place_behind_an_evaluation_and_its_progress_and_cancels_only_its_own(server: Server) -> None:
+    deadline = time.monotonic() + 300
+    a = httpx.Client(base_url=server.url, timeout=300.0, headers={"X-Client-Id": "tab-a"})
+    b = httpx.Client(base_url=server.url, timeout=300.0, headers={"X-Client-Id": "tab-b"})
+    with a, b, ThreadPoolExecutor(max_workers=2) as pool:
+        first = pool.submit(a.post, "/api/intervene", json=ZERO_ONE)
+        work_a = work_of(a, deadline)
+        assert work_a["what"] == "an evaluation of bundled prose" and work_a["unit"] == "window" and work_a["cancellable"]
+        second = pool.submit(b.post, "/api/intervene", json=ZERO_ONE)
+        work_b = work_of(b, deadline)
+
+        seen = []  # what the second client saw while it waited behind the first
+        while time.monotonic() < deadline and not first.done():
+            state = queue_of(b)
+            theirs = next((w for w in state["works"] if w["id"] == work_a["id"]), None)
+            if state["position"] == 1 and state["holder"] and state["holder"]["work"] == work_a["id"] and theirs and theirs["done"] >= 1:
+                seen.append((state, theirs))
+                if len(seen) >= 2:
+                    break
+            time.sleep(0.02)
+        assert len(seen) >= 2, "the second client never saw itself next in line behind the first one's evaluation"
+        (state, theirs), (_, later) = seen[0], seen[-1]
+        assert state["holder"] == {**state["holder"], "what": "an evaluation of bundled prose", "mine": False}
+        assert state["waiting"][0]["mine"] and state["waiting"][0]["work"] == work_b["id"]
+        assert not theirs["mine"] and theirs["total"] == later["total"] and theirs["done"] <= later["done"] < later["total"]
+
+        refused = a.post(f"/api/queue/{work_b['id']}/cancel")  # another client's work
+        assert refused.status_code == 403 and refused.json()["field"] == "work_id"
+        assert b.post(f"/api/queue/{work_b['id']}/cancel").status_code == 200
+        stopped = second.result(timeout=300)
+        assert stopped.status_code == 409 and "cancelled" in stopped.json()["detail"], stopped.text
+
+        answer = first.result(timeout=300)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["baseline"]["n_tokens"] == later["total"] * (WINDOW - 1)  # the progress counted the windows it scored
+    assert queue_of(httpx.Client(base_url=server.url)) == {"holder": None, "waiting": [], "works": [], "position": None}

@@ -18,6 +18,7 @@ from app.api.auth import ApiKeyGuard
 from app.api.errors import SafeJSONResponse, install_error_handlers
 from app.api.limits import BodySizeLimit
 from app.api.mask_store import MaskLimits, MaskStore
+from app.api.model_queue import CallerMiddleware
 from app.api.routes import api_router
 from app.api.routes.jobs import launch_options
 from app.api.service import ModelService
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     app.state.masks = app.state.jobs = None  # opened in the lifespan: they live under runs_dir
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CallerMiddleware)  # who asks and for what, for the model's queue
     app.add_middleware(ApiKeyGuard, api_key=settings.api_key, open_docs=settings.open_docs)  # outermost: before the body is read
     app.include_router(api_router)
     return app

@@ -4,7 +4,9 @@ Model work runs in a worker thread, one call at a time: an async limiter of one 
 queues requests in arrival order without holding threads, and a thread lock guards the
 model against anything outside the request path (a model swap waits for the pass in
 flight). Health and job status read plain attributes and never touch either, so they
-answer during a forward pass. Fine-tune jobs are run processes that load a copy of their own.
+answer during a forward pass. Each call takes a turn in `queue` (`app.api.model_queue`):
+who holds the model and who waits, for /api/queue to show without waiting itself.
+Fine-tune jobs are run processes that load a copy of their own.
 
 The served model may carry one fine-tune run's deltas (`outlier_core.tune.applied_run`):
 attached, switched and merged under the same lock as any model work, dropped with the
@@ -26,6 +28,7 @@ import anyio
 import anyio.to_thread
 
 from app.api.errors import ApiError
+from app.api.model_queue import ModelQueue
 from outlier_core.load.models import (
     ANY_SOURCE,
     LoadedModel,
@@ -62,7 +65,8 @@ class ModelService:
         self._deltas: AppliedState | None = None  # its state, readable without the model lock
         self._state = threading.Lock()  # guards the fields above; held for microseconds
         self.lock = threading.Lock()  # held for the whole of any model work
-        self._queue = anyio.CapacityLimiter(1)
+        self._queue = anyio.CapacityLimiter(1)  # serves its waiters in arrival order
+        self.queue = ModelQueue()
 
     def status(self) -> ModelStatus:
         with self._state:
@@ -123,10 +127,14 @@ class ModelService:
     async def run(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`work(model, *args, **kwargs)` in a worker thread, after every earlier call has finished."""
         self.current()  # fail fast, without queueing, while no model serves
-        call = functools.partial(self._run_locked, work, args, kwargs)
-        return await anyio.to_thread.run_sync(call, limiter=self._queue)
+        turn = self.queue.enter()
+        try:
+            return await anyio.to_thread.run_sync(functools.partial(self._run_locked, turn, work, args, kwargs), limiter=self._queue)
+        finally:
+            self.queue.leave(turn)
 
-    def _run_locked(self, work: Callable[..., T], args: tuple, kwargs: dict) -> T:
+    def _run_locked(self, turn: int, work: Callable[..., T], args: tuple, kwargs: dict) -> T:
+        self.queue.hold(turn)
         with self.lock:
             return work(self.current(), *args, **kwargs)
 

@@ -1,4 +1,4 @@
-"""A request's stop flag: set when its client disconnects or its time limit passes.
+"""A request's stop flag: set when its client disconnects, its time limit passes or its client cancels it.
 
 The core polls it (`should_stop`) between windows and at every layer, from the worker
 thread; a watcher task on the event loop asks Starlette whether the client is still there.
@@ -21,13 +21,17 @@ class RequestStop:
         self.seconds = seconds
         self.deadline = time.monotonic() + seconds
         self.client_gone = False
+        self.cancelled = False  # POST /api/queue/{id}/cancel
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
     @property
     def timed_out(self) -> bool:
         return time.monotonic() > self.deadline
 
     def __call__(self) -> bool:
-        return self.client_gone or self.timed_out
+        return self.client_gone or self.cancelled or self.timed_out
 
 
 @asynccontextmanager

@@ -1,9 +1,10 @@
 """POST /api/intervene: baseline vs intervened vs control, weights restored after the call.
 
 The evaluation text is capped in tokens (`max_eval_tokens`) and scored one window per
-turn in the model's queue, so short requests run between the windows of a long one. The
-work stops at its next window or layer when the client disconnects or the request's time
-(`request_seconds`) runs out.
+turn in the model's queue, so short requests run between the windows of a long one; /api/queue
+shows the evaluation's progress (window i of n) while it runs. The work stops at its next
+window or layer when the client disconnects, cancels it (POST /api/queue/{id}/cancel) or the
+request's time (`request_seconds`) runs out.
 """
 
 from __future__ import annotations
@@ -51,15 +52,23 @@ def _plan(model: LoadedModel, body: IntervenIn, settings: Settings, stop: Reques
 def _stopped(stop: RequestStop, done: int, total: int) -> ApiError:
     if stop.client_gone:
         return ApiError(CLIENT_GONE, "the client disconnected; the evaluation stopped")
+    if stop.cancelled:
+        return ApiError(409, f"the evaluation was cancelled ({done} of {total} windows done)")
     return ApiError(
         422, f"eval_text: scoring ran past the server's limit of {stop.seconds:g} s per request "
         f"({done} of {total} windows done); send a shorter text", "eval_text",
     )
 
 
+def _what(body: IntervenIn) -> str:
+    if body.eval_text is not None:
+        return "an evaluation of your text"
+    return f"an evaluation of bundled {body.eval_corpus}" if body.eval_corpus else "an intervention"
+
+
 @router.post(
     "/intervene", response_model=InterventionResult,
-    responses=MODEL_RESPONSES | DELTAS_ATTACHED | error(409, "the model changed between two windows of the evaluation"),
+    responses=MODEL_RESPONSES | DELTAS_ATTACHED | error(409, "the model changed between two windows of the evaluation, or its client cancelled it"),
 )
 async def intervene(body: IntervenIn, request: Request, service: ServiceDep, settings: SettingsDep) -> InterventionResult:
     run = service.run_on_plain_weights if body.weights else service.run  # weight edits name parameters
@@ -67,9 +76,11 @@ async def intervene(body: IntervenIn, request: Request, service: ServiceDep, set
         evaluation = None
         scores = []
         try:
-            evaluation = await run(_plan, body, settings, stop)
-            for i in range(len(evaluation.windows)):
-                scores.append(await run(score_window, evaluation, i, stop))
+            with service.queue.working(_what(body), "window", stop.cancel) as work:
+                evaluation = await run(_plan, body, settings, stop)
+                for i in range(len(evaluation.windows)):
+                    service.queue.progress(work, i, len(evaluation.windows))
+                    scores.append(await run(score_window, evaluation, i, stop))
         except Cancelled as err:
             raise _stopped(stop, len(scores), len(evaluation.windows) if evaluation else 0) from err
         except ModelChanged as err:
