@@ -4,7 +4,9 @@ at a time, is found again by its config, and can be cancelled."""
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -86,3 +88,16 @@ def test_an_unknown_sweep_is_404(client: TestClient) -> None:
     assert client.get("/api/sweeps/sweep-000000000000").status_code == 404
     assert client.get("/api/sweeps/..%2Fetc").status_code == 404
     assert client.get("/api/sweeps/sweep-000000000000/files/summary.csv").status_code == 404
+
+
+def test_a_sweep_on_uploaded_task_data_trains_and_scores_on_it(client: TestClient, tmp_path: Path) -> None:
+    content = "".join(f'{{"prompt": "Item {i} is", "completion": " {"odd" if i % 2 else "even"}"}}\n' for i in range(15)).encode()
+    task = client.post("/api/task-data", files={"file": ("parity.jsonl", content)}).json()
+    assert client.post("/api/sweeps", json={**SMALL, "data": "task-000000000000"}).json()["field"] == "data"
+    body = client.post("/api/sweeps", json={**SMALL, "methods": ["mask"], "data": task["id"]}).json()
+    assert body["config"]["data"].endswith(f"/task_data/{task['id']}/parity.jsonl") and body["config"]["eval_tasks"] == []  # no lm-eval task for an upload
+    done = wait_for(client, body["id"], ("done", "failed", "interrupted"))
+    assert done["state"] == "done", done
+    assert done["metric"] == "held_out_loss" and done["trial_views"][0]["metrics"]["held_out_loss"] > 0
+    result = json.loads((tmp_path / "runs" / "sweeps" / done["trial_views"][0]["folder"] / "result.json").read_text())  # folders are the store's
+    assert (result["data"]["source"], result["data"]["train_blocks"], result["data"]["held_out_blocks"]) == ("parity.jsonl", 12, 3)  # a fifth of 15 held out

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     open_docs: bool = False  # with api_key set, /docs and /openapi.json need the key too unless this is true
     finetune_memory_share: float = Field(default=0.8, gt=0, le=1)  # a fine-tune estimated past this share of free memory gets 422
     max_train_tokens: int = Field(default=131_072, ge=2)  # a fine-tune's data_text, in tokens (~500 KB of English)
+    max_task_data_bytes: int = Field(default=4 * 2**20, ge=1024)  # an uploaded task data file (POST /api/task-data)
     max_concurrent_runs: int = Field(default=1, ge=1)  # fine-tune run processes at once
     max_queued_runs: int = Field(default=16, ge=0)  # waiting beyond those; more get 429
     run_memory_mb: int | None = Field(default=None, ge=64)  # address-space cap of each CPU run process (RLIMIT_AS)

@@ -240,6 +240,9 @@ class ApiClient:
     def runs(self) -> dict:
         return self._call("GET", "/api/runs")
 
+    def upload_task_data(self, filename: str, data: bytes) -> dict:
+        return self._call("POST", "/api/task-data", files={"file": (filename, data, "application/x-ndjson")})
+
     # ---- sweeps ----
 
     def start_sweep(self, body: dict) -> dict:

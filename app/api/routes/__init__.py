@@ -20,6 +20,7 @@ from app.api.routes import (
     queue,
     scan,
     sweeps,
+    task_data,
     tokenize,
     vocab,
     weights,
@@ -27,5 +28,5 @@ from app.api.routes import (
 
 api_router = APIRouter(prefix="/api")
 api_router.include_router(health.router)
-for module in (vocab, model, deltas, scan, tokenize, activations, attention, weights, layer_weights, intervene, masks, mask_edits, notebook, queue, jobs, sweeps):
+for module in (vocab, model, deltas, scan, tokenize, activations, attention, weights, layer_weights, intervene, masks, mask_edits, notebook, queue, jobs, sweeps, task_data):
     api_router.include_router(module.router, dependencies=[Depends(require_api_key)])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+from pathlib import Path
 
 import anyio.to_thread
 from fastapi import APIRouter
@@ -23,12 +24,14 @@ from app.api.routes.jobs import launch_options
 from app.api.schemas.common import ERROR_RESPONSES, MODEL_RESPONSES, error
 from app.api.schemas.sweeps import MAX_API_TRIALS, SweepIn, SweepsOut
 from app.api.settings import Settings
+from app.api.task_uploads import upload_path
 from outlier_core.errors import InputError
 from outlier_core.load.models import LoadedModel, dtype_name
 from outlier_core.tune.sweep.config import RuleSetting, SweepConfig, plan_trials, sweep_id
 from outlier_core.tune.sweep.report import SweepReport, brief, report, result_file, sweep_state
 from outlier_core.tune.sweep.runner import driver_alive, launch_driver
 from outlier_core.tune.sweep.store import SweepStore
+from outlier_core.tune.task_data import BUNDLED_TASKS
 from outlier_core.tune.train_data import TrainConfig
 
 router = APIRouter(tags=["sweeps"])
@@ -42,12 +45,15 @@ def store_for(settings: Settings) -> SweepStore:
     return SweepStore(settings.runs_dir / "sweeps")
 
 
-def sweep_config(model: LoadedModel, body: SweepIn) -> SweepConfig:
+def sweep_config(model: LoadedModel, body: SweepIn, runs_dir: Path) -> SweepConfig:
+    """A bundled task is scored by lm-eval too; an upload (its stored file, by absolute path) by held-out loss only."""
     train = TrainConfig(steps=body.steps, lr=body.lr, full_lr=body.full_lr, batch_size=body.batch_size, max_eval_blocks=body.held_out)
     settings = tuple(RuleSetting(tuple(rules), window) for rules in body.rules for window in body.windows)
+    bundled = body.data in BUNDLED_TASKS
+    data = body.data if bundled else str(upload_path(runs_dir, body.data).resolve())
     config = SweepConfig(
         model=model.name, budgets=tuple(body.budgets), methods=tuple(body.methods), seeds=tuple(body.seeds), settings=settings, train=train,
-        data=body.data, eval_tasks=(body.data,), eval_limit=body.eval_limit, device=model.device, dtype=dtype_name(model.dtype),
+        data=data, eval_tasks=(body.data,) if bundled else (), eval_limit=body.eval_limit, device=model.device, dtype=dtype_name(model.dtype),
     )
     n = len(body.budgets) * len(body.methods) * len(body.seeds) * len(settings)
     if n > MAX_API_TRIALS:
@@ -84,7 +90,7 @@ async def _report(store: SweepStore, sid: str) -> SweepReport:
 async def start_sweep(body: SweepIn, service: ServiceDep, settings: SettingsDep) -> SweepReport:
     """Start a sweep on the served model (or return the same one, resuming it if its process died);
     poll GET /api/sweeps/{id}."""
-    config = sweep_config(service.current(), body)
+    config = sweep_config(service.current(), body, settings.runs_dir)
     return await anyio.to_thread.run_sync(_start, store_for(settings), config, settings)
 
 
