@@ -49,7 +49,7 @@ def count_hooks(model: LoadedModel) -> int:
 
 
 def test_health_reports_the_injected_model(client: TestClient) -> None:
-    assert client.get("/api/health").json() == {"status": "ok", "ready": True, "model": "tiny-random", "loading": None, "error": None, "deltas": None}
+    assert client.get("/api/health").json() == {"status": "ok", "ready": True, "model": "tiny-random", "loading": None, "error": None, "deltas": None, "progress": None}
 
 
 def test_model_describes_the_loaded_model(client: TestClient, hf_tiny: torch.nn.Module) -> None:
@@ -75,14 +75,14 @@ def test_models_lists_the_registry(client: TestClient) -> None:
 def test_health_answers_while_the_model_loads_and_model_routes_say_503(monkeypatch: pytest.MonkeyPatch, tiny: LoadedModel) -> None:
     release = threading.Event()
 
-    def slow_load(name: str, device=None, dtype=None, sources=None, placement=None) -> LoadedModel:
+    def slow_load(name: str, device=None, dtype=None, sources=None, placement=None, progress=None) -> LoadedModel:
         assert release.wait(30)
         return tiny
 
     monkeypatch.setattr(service_module, "load_model", slow_load)
     with TestClient(create_app(Settings(model="tiny-random"))) as client:
         health = client.get("/api/health").json()
-        assert health == {"status": "ok", "ready": False, "model": None, "loading": "tiny-random", "error": None, "deltas": None}
+        assert health == {"status": "ok", "ready": False, "model": None, "loading": "tiny-random", "error": None, "deltas": None, "progress": None}
         for method, path, payload in [("post", "/api/scan", {"text": TEXT}), ("get", "/api/model", None)]:
             response = client.request(method, path, json=payload)
             assert response.status_code == 503
@@ -104,7 +104,7 @@ def wait_ready(client: TestClient, seconds: float = 30) -> dict:
 
 
 def test_a_failed_first_load_is_reported_and_model_routes_say_why(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken_load(name: str, device=None, dtype=None, sources=None, placement=None) -> LoadedModel:
+    def broken_load(name: str, device=None, dtype=None, sources=None, placement=None, progress=None) -> LoadedModel:
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(service_module, "load_model", broken_load)
@@ -119,7 +119,7 @@ def test_a_failed_first_load_is_reported_and_model_routes_say_why(monkeypatch: p
 def test_a_failed_swap_keeps_the_old_model_serving(monkeypatch: pytest.MonkeyPatch, client: TestClient) -> None:
     release = threading.Event()
 
-    def broken_load(name: str, device=None, dtype=None, sources=None, placement=None) -> LoadedModel:
+    def broken_load(name: str, device=None, dtype=None, sources=None, placement=None, progress=None) -> LoadedModel:
         assert release.wait(30)
         raise OSError("not in the cache")
 
@@ -138,7 +138,7 @@ def test_a_failed_swap_keeps_the_old_model_serving(monkeypatch: pytest.MonkeyPat
 
 def test_a_swap_serves_the_new_model_once_loaded(monkeypatch: pytest.MonkeyPatch, client: TestClient, tiny: LoadedModel) -> None:
     other = LoadedModel(**{**tiny.__dict__, "name": "tiny-random-copy"})
-    monkeypatch.setattr(service_module, "load_model", lambda name, device=None, dtype=None, sources=None, placement=None: other)
+    monkeypatch.setattr(service_module, "load_model", lambda name, device=None, dtype=None, sources=None, placement=None, progress=None: other)
     assert client.post("/api/model", json={"name": "tiny-random"}).status_code == 202
     assert wait_ready(client)["model"] == "tiny-random-copy"
     assert client.get("/api/model").json()["name"] == "tiny-random-copy"

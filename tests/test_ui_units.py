@@ -284,6 +284,17 @@ def test_a_loading_model_is_shown_as_loading() -> None:
     assert text == "loading smollm2-135m…" and "status-loading" in css and "smollm2-135m" in banner.children
 
 
+def test_the_model_page_shows_the_loads_stage_and_a_bar_where_it_counts(ui: dash.Dash) -> None:
+    page = importlib.import_module("app.ui.pages.model")
+    reading = {"stage": "reading weights", "done": 120, "total": 272, "unit": "tensors", "text": "reading weights: 120 of 272 tensors"}
+    shown = page.load_progress({"loading": "smollm2-135m", "progress": reading}, {"name": "smollm2-135m", "since": time.time() - 3})
+    text, bar = shown.children
+    assert text.children.startswith("Loading smollm2-135m · reading weights: 120 of 272 tensors · 3 s so far")
+    assert (bar.value, bar.max) == ("120", "272")
+    bridging = {"stage": "building the bridge", "done": None, "total": None, "unit": "", "text": "building the bridge"}
+    assert page.load_progress({"loading": "smollm2-135m", "progress": bridging}, None).children == "Loading smollm2-135m · building the bridge…"
+
+
 def test_the_shell_fetches_the_model_once_it_is_ready(ui: dash.Dash, tiny: LoadedModel) -> None:
     shell = importlib.import_module("app.ui.app")
     health = shell.poll_health(1, None)

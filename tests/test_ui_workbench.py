@@ -335,6 +335,7 @@ def test_the_model_picker_switches_to_another_model_and_back_and_every_page_foll
         page.get_by_text("smollm2-135m —").click()
         page.get_by_role("button", name="Load", exact=True).click()
         expect(page.locator("#md-loading")).to_contain_text("Loading smollm2-135m")
+        expect(page.locator("#md-loading")).to_contain_text(re.compile(r"reading weights|building the bridge"))  # the API's stage
         expect(page.locator("#model-status")).to_contain_text("smollm2-135m · 30 layers", timeout=300_000)
         expect(page.locator(".model-table")).to_contain_text("30")
 

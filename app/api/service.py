@@ -36,6 +36,7 @@ from outlier_core.load.models import (
     load_model,
 )
 from outlier_core.load.placement import Placement
+from outlier_core.load.progress import LoadProgress
 from outlier_core.select.masks import model_shapes
 from outlier_core.tune.applied_run import AppliedRun, AppliedState, attach_run
 
@@ -49,6 +50,7 @@ class ModelStatus:
     loading: str | None  # the model being loaded, if any
     error: str | None  # why the last load failed
     deltas: AppliedState | None = None  # the applied run, if any
+    progress: LoadProgress | None = None  # how far the load in progress has come
 
     @property
     def ready(self) -> bool:
@@ -60,6 +62,7 @@ class ModelService:
         self._model = model
         self._n_params = model_shapes(model)[1] if model else 0
         self._loading: str | None = None
+        self._progress: LoadProgress | None = None  # the load's latest report
         self._error: str | None = None
         self._applied: AppliedRun | None = None  # changed only under `lock`
         self._deltas: AppliedState | None = None  # its state, readable without the model lock
@@ -70,7 +73,7 @@ class ModelService:
 
     def status(self) -> ModelStatus:
         with self._state:
-            return ModelStatus(self._model.name if self._model else None, self._loading, self._error, self._deltas)
+            return ModelStatus(self._model.name if self._model else None, self._loading, self._error, self._deltas, self._progress)
 
     def n_params(self) -> int:
         """The serving model's own parameter count (a run's deltas or LoRA factors not included)."""
@@ -91,35 +94,41 @@ class ModelService:
             if self._loading is not None:
                 raise ApiError(409, f"name: {self._loading} is still loading; wait for it to finish", "name")
             self._loading = name
+            self._progress = None
             self._error = None
         threading.Thread(target=self._load, args=(name, device, dtype, sources, placement), name=f"load-{name}", daemon=True).start()
 
     def _load(self, name: str, device: str | None, dtype: str | None, sources: ModelSources, placement: Placement | None) -> None:
         try:
-            model = load_model(name, device=device, dtype=dtype, sources=sources, placement=placement)
+            model = load_model(name, device=device, dtype=dtype, sources=sources, placement=placement, progress=self._report)
         except Exception as err:  # any failure must reach health, not die with the thread
             log.exception("loading %s failed", name)
             with self._state:
                 self._error = f"loading {name} failed: {err}"
-                self._loading = None
+                self._loading = self._progress = None
             return
         n_params = model_shapes(model)[1]
         with self.lock, self._state:  # waits for the forward pass in flight
             previous, self._model = self._model, model
             self._n_params = n_params
-            self._loading = None
+            self._loading = self._progress = None
             self._applied = self._deltas = None  # the deltas went with the previous model
         if previous is not None:
             del previous
             gc.collect()  # the bridge holds reference cycles: free the old weights now, not at some later collection
         log.info("serving %s", name)
 
+    def _report(self, progress: LoadProgress) -> None:
+        with self._state:
+            self._progress = progress
+
     def current(self) -> LoadedModel:
         """The serving model, or a 503 that says why there is none."""
         with self._state:
-            model, loading, error = self._model, self._loading, self._error
+            model, loading, error, progress = self._model, self._loading, self._error, self._progress
         if loading is not None:
-            raise ApiError(503, f"the model {loading} is loading; retry shortly", headers={"Retry-After": "2"})
+            where = f" ({progress.text})" if progress else ""
+            raise ApiError(503, f"the model {loading} is loading{where}; retry shortly", headers={"Retry-After": "2"})
         if model is None:
             raise ApiError(503, error or "no model is loaded", headers={"Retry-After": "2"})
         return model

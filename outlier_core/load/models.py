@@ -25,6 +25,17 @@ from outlier_core.load.placement import (
     parameter_values,
     writable_values,
 )
+from outlier_core.load.progress import (
+    BRIDGING,
+    BUILDING,
+    MOVING,
+    PLACING,
+    READING,
+    LoadProgress,
+    ProgressFn,
+    ignore_progress,
+    reading_progress,
+)
 from outlier_core.load.tokenizers import byte_tokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -109,6 +120,7 @@ class ModelSpec:
     load_hf: Callable[..., tuple[torch.nn.Module, Any]]
     norm_offset: float = 0.0
     quantized_source: bool = False
+    reads_files: bool = True  # False for a model built in code (its load has no weights to read)
 
 
 def _package_folder(package: str, install_hint: str) -> Path:
@@ -200,7 +212,7 @@ REGISTRY: dict[str, ModelSpec] = {
             norm_offset=1.0,
             quantized_source=True,
         ),
-        ModelSpec("tiny-random", "tiny-random-llama", "4-layer random-weight Llama for fast tests", _tiny_random),
+        ModelSpec("tiny-random", "tiny-random-llama", "4-layer random-weight Llama for fast tests", _tiny_random, reads_files=False),
     )
 }
 
@@ -308,17 +320,24 @@ def parse_dtype(name: str | None, device: str) -> torch.dtype:
     return dtypes[name]
 
 
+def _on_device(hf: torch.nn.Module, device: torch.device) -> bool:
+    current = next(hf.parameters()).device
+    return current.type == device.type and (device.index is None or current.index == device.index)
+
+
 def load_model(
     name: str = DEFAULT_MODEL,
     device: str | None = None,
     dtype: str | None = None,
     sources: ModelSources = ANY_SOURCE,
     placement: Placement | None = None,
+    progress: ProgressFn = ignore_progress,
 ) -> LoadedModel:
     """Load a registry model, Hugging Face id or local directory (as `sources` allow) through the bridge.
 
     `placement`: spread the layers over devices with accelerate instead of putting the model
     on `device`; the dtype then defaults as for CUDA when CUDA is present.
+    `progress`: told each stage as it starts and each tensor read (`outlier_core.load.progress`).
     """
     if placement is not None and device is not None:
         raise ValueError("give a device or a device map, not both")
@@ -326,14 +345,21 @@ def load_model(
     device = device or default_device()
     torch_dtype = parse_dtype(dtype, device)
     log.info("loading %s on %s (%s)", name, placement.device_map if placement else device, dtype_name(torch_dtype))
-    hf, tokenizer = spec.load_hf(torch_dtype, placement)
+    progress(LoadProgress(READING if spec.reads_files else BUILDING))
+    with reading_progress(progress):
+        hf, tokenizer = spec.load_hf(torch_dtype, placement)
     if placement is not None and not getattr(hf, "hf_device_map", None):
+        progress(LoadProgress(PLACING))
         dispatch(hf, placement)
+    elif placement is None and not _on_device(hf, torch.device(device)):
+        progress(LoadProgress(MOVING + device))
+        hf.to(device)  # here rather than in the bridge, so the move is a stage of its own
     hf.eval()
     if not hf.config.architectures:  # GGUF-derived configs carry none
         hf.config.architectures = [type(hf).__name__]
     from transformer_lens.model_bridge import TransformerBridge
 
+    progress(LoadProgress(BRIDGING))
     bridge = TransformerBridge.boot_transformers(
         spec.bridge_name,
         hf_model=hf,

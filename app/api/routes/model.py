@@ -12,6 +12,7 @@ from app.api.schemas.common import ERROR_RESPONSES, MODEL_RESPONSES, error
 from app.api.schemas.model import (
     LoadModelIn,
     LoadModelOut,
+    LoadProgressOut,
     ModelOut,
     ModelsOut,
     RegistryEntryOut,
@@ -27,6 +28,7 @@ from outlier_core.load.models import (
     parse_dtype,
     resolve_spec,
 )
+from outlier_core.load.progress import LoadProgress
 
 router = APIRouter(tags=["model"])
 
@@ -62,7 +64,14 @@ async def list_models(service: ServiceDep) -> ModelsOut:
         models=[RegistryEntryOut(name=spec.name, description=spec.description, loaded=spec.name == status.model) for spec in REGISTRY.values()],
         current=status.model,
         loading=status.loading,
+        progress=progress_out(status.progress),
     )
+
+
+def progress_out(progress: LoadProgress | None) -> LoadProgressOut | None:
+    if progress is None:
+        return None
+    return LoadProgressOut(stage=progress.stage, done=progress.done, total=progress.total, unit=progress.unit, text=progress.text)
 
 
 def _check_device(device: str | None) -> None:
@@ -85,8 +94,9 @@ def allowed_sources(settings: Settings, name: str) -> ModelSources:
 
 @router.post("/model", response_model=LoadModelOut, status_code=202, responses=ERROR_RESPONSES | error(409, "a model is already loading"))
 async def load_model(body: LoadModelIn, service: ServiceDep, settings: SettingsDep) -> LoadModelOut:
-    """Start loading a model in the background; poll /api/health until `ready`. A name the
-    settings do not allow gets one 422, whatever exists on the server's disk."""
+    """Start loading a model in the background; poll /api/health until `ready` (its `progress`
+    says which stage the load is in and how far along). A name the settings do not allow gets
+    one 422, whatever exists on the server's disk."""
     sources = allowed_sources(settings, body.name)
     try:
         resolve_spec(body.name, sources)

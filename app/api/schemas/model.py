@@ -8,6 +8,14 @@ from app.api.schemas.common import Request
 from app.api.schemas.deltas import AppliedRunOut
 
 
+class LoadProgressOut(BaseModel):
+    stage: str = Field(description="reading weights, building the model, placing layers, moving to DEVICE or building the bridge, in that order")
+    done: int | None = Field(default=None, description="units finished in this stage, where it counts them")
+    total: int | None = Field(default=None, description="units in this stage, where known")
+    unit: str = Field(default="", description="what done and total count (tensors)")
+    text: str = Field(description="the same in words: 'reading weights: 120 of 272 tensors'")
+
+
 class HealthOut(BaseModel):
     status: str = "ok"
     ready: bool = Field(description="true when a model serves requests")
@@ -15,6 +23,7 @@ class HealthOut(BaseModel):
     loading: str | None = Field(default=None, description="the model being loaded, if any")
     error: str | None = Field(default=None, description="why the last load failed, if it did")
     deltas: AppliedRunOut | None = Field(default=None, description="the fine-tune run whose deltas the served model carries, if any")
+    progress: LoadProgressOut | None = Field(default=None, description="how far the load in progress has come")
 
 
 class ModelOut(BaseModel):
@@ -45,6 +54,7 @@ class ModelsOut(BaseModel):
     models: list[RegistryEntryOut]
     current: str | None
     loading: str | None
+    progress: LoadProgressOut | None = Field(default=None, description="how far the load in progress has come")
 
 
 class LoadModelIn(Request):

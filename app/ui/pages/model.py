@@ -24,7 +24,7 @@ from app.ui.components import (
 
 dash.register_page(__name__, path="/model", name="Model", order=7, title="Outlier Lab · Model")
 
-POLL_MS = 1_000
+POLL_MS = 500  # while a load runs this page asks the API how far it has come, between the shell's polls
 LOAD = "md-load"
 RELOAD = "md-reload"
 REGISTRY = "md-registry"
@@ -84,22 +84,35 @@ def described(model: dict | None, health: dict | None) -> html.Div:
 
 @dash.callback(Output(CURRENT, "children"), Output(PROGRESS, "children"), Input(ids.MODEL, "data"), Input(ids.HEALTH, "data"), Input(POLL, "n_intervals"), State(ASKED, "data"))
 def show_state(model: dict | None, health: dict | None, _n, asked: dict | None):
+    if (health or {}).get("loading"):
+        health = fresh_health(health)
     return described(model, health), load_progress(health, asked)
 
 
+def fresh_health(health: dict) -> dict:
+    """The API's health now, with the load's progress (the shell's store polls less often and keeps no progress)."""
+    try:
+        return {**health, **api().health()}
+    except ApiProblem:
+        return health
+
+
 def load_progress(health: dict | None, asked: dict | None) -> html.Div | None:
-    """What is happening and how far along: the API's own progress when it reports one, else the time so far."""
+    """What is happening and how far along: the stage the API reports (with a bar where it counts
+    what it reads), and the time so far for the load this tab asked for."""
     health = health or {}
     if health.get("loading"):
         parts = [f"Loading {health['loading']}"]
         progress = health.get("progress") or {}
-        if progress.get("stage"):
-            parts.append(progress["stage"])
-        if progress.get("total"):
-            parts.append(f"{progress.get('done', 0):,} of {progress['total']:,}")
+        if progress.get("text"):
+            parts.append(progress["text"])
         if asked and asked.get("name") == health["loading"]:
             parts.append(f"{time.time() - asked['since']:.0f} s so far")
-        return html.Div(" · ".join(parts) + "…", className="message message-loading", id="md-loading")
+        text = html.Div(" · ".join(parts) + "…", className="message message-loading", id="md-loading")
+        if not progress.get("total"):
+            return text
+        bar = html.Progress(value=str(progress.get("done") or 0), max=str(progress["total"]), id="md-progress-bar", title=progress["text"])
+        return html.Div([text, bar])
     if health.get("error"):
         return problem_box(health["error"])
     if asked and health.get("ready") and asked.get("name") == health.get("model"):
