@@ -151,3 +151,25 @@ def test_signing_out_forgets_the_key(keyed: dash.Dash) -> None:
     out = web.post("/_outlier/logout")
     assert out.status_code == 303 and "outlier_lab_key=;" in out.headers["Set-Cookie"]
     assert "Sign in" in web.get("/_dash-layout").get_data(as_text=True)
+
+
+def test_the_queue_line_says_where_this_tab_stands_behind_what_and_how_far_it_is() -> None:
+    from app.ui.queue_bar import ordinal, queue_line
+
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101)] == ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st"]
+    theirs = {"id": "w1", "what": "an evaluation of bundled prose", "seconds": 8.0, "unit": "window", "done": 2, "total": 12, "mine": False, "cancellable": True, "cancelled": False}
+    holder = {"what": "an evaluation of bundled prose", "seconds": 0.4, "mine": False, "work": "w1"}
+    waiting = [{"what": "a scan", "seconds": 0.1, "mine": False, "work": None}, {"what": "a scan", "seconds": 0.1, "mine": True, "work": None}]
+    line, cancel = queue_line({"holder": holder, "waiting": waiting, "works": [theirs], "position": 2})
+    assert line == "Waiting for the model: 2nd in line behind an evaluation of bundled prose from another tab, window 3 of 12."
+    assert cancel is None  # another tab's evaluation is not this tab's to cancel
+
+    mine = {**theirs, "id": "w2", "mine": True, "done": 0, "total": None, "seconds": 1.2}
+    line, cancel = queue_line({"holder": None, "waiting": [], "works": [mine], "position": None})
+    assert (line, cancel) == ("Your evaluation of bundled prose: preparing (1 s).", "w2")
+
+    line, _ = queue_line({"holder": holder, "waiting": [], "works": [theirs], "position": None})
+    assert line == "The model is busy with an evaluation of bundled prose from another tab, window 3 of 12; your requests go between its windows."
+    short = {"what": "a scan", "seconds": 0.2, "mine": False, "work": None}
+    assert queue_line({"holder": short, "waiting": [], "works": [], "position": None}) == (None, None)  # a moment's work says nothing
+    assert queue_line({"holder": {**short, "seconds": 3.0}, "waiting": [], "works": [], "position": None})[0] == "The model is busy: a scan from another tab (3 s so far)."

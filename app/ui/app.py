@@ -27,7 +27,7 @@ from dash import (
     no_update,
 )
 
-from app.ui import ids, login, url_state
+from app.ui import ids, login, queue_bar, url_state
 from app.ui.client import SIGN_IN_AGAIN, ApiClient, ApiProblem
 from app.ui.components import (
     ASKS_FOR_KEY,
@@ -150,6 +150,7 @@ def _shell(signed_in: bool = False) -> html.Div:
             ], className="header-right"),
         ], className="header"),
         _deltas_bar(),
+        queue_bar.layout(),
         html.Div(id=ids.BANNER),
         _prompt_bar(),
         html.Main(dash.page_container, className="page"),

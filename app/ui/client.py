@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 API_KEY_ENV = "OUTLIER_LAB_API_KEY"
+CLIENT_HEADER = "X-Client-Id"
 QUICK_TIMEOUT_S = 5.0  # health and small reads: the API answers them without touching the model
 MODEL_TIMEOUT_S = 600.0  # a forward pass on a large model, or the first reference means on a busy CPU
 
@@ -64,6 +65,13 @@ class ApiClient:
         """This client (the same connection pool) sending `key`, or no key."""
         twin = copy.copy(self)
         twin._headers = {"X-API-Key": key} if key else {}
+        return twin
+
+    def with_client_id(self, client_id: str) -> ApiClient:
+        """This client naming itself `client_id` (X-Client-Id): the API's queue then says which of the
+        waiting requests are its own, and lets it cancel its own evaluation."""
+        twin = copy.copy(self)
+        twin._headers = {**self._headers, CLIENT_HEADER: client_id}
         return twin
 
     def accepts_key(self) -> bool:
@@ -126,6 +134,14 @@ class ApiClient:
     def load_model(self, name: str, device: str | None = None, dtype: str | None = None) -> dict:
         """Start loading a model in the background; /api/health says when it serves."""
         return self._call("POST", "/api/model", json={"name": name, "device": device, "dtype": dtype}, timeout=QUICK_TIMEOUT_S * 6)
+
+    def queue(self) -> dict:
+        """Who holds the model, who waits (this client's place), how far the long requests are."""
+        return self._call("GET", "/api/queue", timeout=QUICK_TIMEOUT_S)
+
+    def cancel_work(self, work_id: str) -> dict:
+        """Stop this client's own evaluation at its next window."""
+        return self._call("POST", f"/api/queue/{work_id}/cancel", timeout=QUICK_TIMEOUT_S)
 
     def vocab(self) -> dict:
         """The API's sites, rules with their default thresholds, and tuning methods: the same for

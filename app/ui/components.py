@@ -6,10 +6,11 @@ import logging
 from typing import Any, Iterable
 
 import dash
+import flask
 from dash import Input, Output, State, ctx, dcc, html, no_update
 
 from app.ui import ids, login, url_state
-from app.ui.client import ApiClient, ApiProblem
+from app.ui.client import CLIENT_HEADER, ApiClient, ApiProblem
 from app.ui.figures import graph_config
 from app.ui.state import split_fitting
 
@@ -17,14 +18,19 @@ log = logging.getLogger(__name__)
 
 CLIENT_ATTRIBUTE = "outlier_lab_client"
 ASKS_FOR_KEY = "outlier_lab_asks_for_key"
+MAX_TAB_ID = 64
 
 
 def api() -> ApiClient:
     """The client of the app serving this callback (set by `create_app`); when the app asks its
-    users for the API's key, it sends the key of the user whose callback this is."""
+    users for the API's key, it sends the key of the user whose callback this is. It names the
+    browser tab the callback came from (assets/queue.js), for the API's queue."""
     app = dash.get_app()
     client = getattr(app, CLIENT_ATTRIBUTE)
-    return client.with_key(login.request_key()) if getattr(app, ASKS_FOR_KEY, False) else client
+    if getattr(app, ASKS_FOR_KEY, False):
+        client = client.with_key(login.request_key())
+    tab = flask.request.headers.get(CLIENT_HEADER) if flask.has_request_context() else None
+    return client.with_client_id(tab[:MAX_TAB_ID]) if tab else client
 
 
 def user_action() -> str | dict | None:

@@ -22,6 +22,11 @@ DELTAS_MERGE = "deltas-merge"  # a confirm dialog around the merge button
 DELTAS_MESSAGE = "deltas-message"
 DELTAS_RELOAD = "deltas-reload"  # after a merge: load the served model again, base weights
 DELTAS_RELOAD_BOX = "deltas-reload-box"
+QUEUE_BAR = "queue-bar"  # shown while this tab waits for the model or another request holds it long
+QUEUE_POLL = "queue-poll"
+QUEUE_TEXT = "queue-text"
+QUEUE_CANCEL = "queue-cancel"  # stops this tab's own evaluation between windows
+QUEUE_WORK = "queue-work"  # the id of this tab's evaluation that the button cancels
 
 NAV = "nav-link"  # pattern id {"type": NAV, "path"}: a nav bar link, carrying its page's last query
 
