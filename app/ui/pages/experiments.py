@@ -4,11 +4,13 @@ and put two sweeps side by side."""
 
 from __future__ import annotations
 
+from pathlib import PurePath
+
 import dash
 import plotly.graph_objects as go
 from dash import ALL, Input, Output, State, dcc, html, no_update
 
-from app.ui import ids
+from app.ui import ids, task_upload
 from app.ui.client import ApiProblem
 from app.ui.components import (
     api,
@@ -36,6 +38,8 @@ LR = "ex-lr"
 RULES = "ex-rules"
 WINDOWS = "ex-windows"
 EVAL_LIMIT = "ex-eval-limit"
+DATA = "ex-data"
+TASK = "ex-task"  # the uploaded task file, as POST /api/task-data answered (task_upload.upload_block("ex"))
 MESSAGE = "ex-message"
 POLL = "ex-poll"
 PANES = ("ex-left", "ex-right")  # each pane: a sweep chooser (its id) and the view below it (id + "-view")
@@ -44,6 +48,7 @@ DOWNLOAD = "ex-download"
 
 POLL_MS = 1_500
 ACTIVE = ("pending", "running")
+DATA_CHOICES = {"outlier_reviews": "bundled task (outlier_reviews), lm-eval and held-out loss", "upload": "my task file (JSONL), held-out loss"}
 COST_TITLES = {"trainable": "trainable parameters", "peak_memory_mb": "peak memory (MB)"}
 DOWNLOADS = (
     "summary.csv", "summary.md", "summary.json",
@@ -65,7 +70,9 @@ def layout(**_query) -> html.Div:
                  labelled("Mask rules", dcc.Checklist(id=RULES, options=[], value=[]), "empty: all rules"),
                  labelled("Layer windows", dcc.Input(id=WINDOWS, type="text", value="0"), "n around the strongest norm outlier; several: one setting each"),
                  labelled("lm-eval items", dcc.Input(id=EVAL_LIMIT, type="number", value=None, min=1, step=1, placeholder="all"), "the bundled task's first items"),
+                 labelled("Data", dcc.RadioItems(id=DATA, options=[{"label": v, "value": k} for k, v in DATA_CHOICES.items()], value="outlier_reviews")),
              ], className="controls"),
+             task_upload.upload_block("ex"),
              html.Div([
                  html.Button("Launch sweep", id=LAUNCH, className="button primary", n_clicks=0),
                  html.Button("Cancel sweep", id=CANCEL, className="button danger", n_clicks=0),
@@ -94,7 +101,8 @@ def numbers(text: str | None) -> list[int] | None:
     return values or None
 
 
-def sweep_body(budgets: str | None, methods: list[str], seeds: str | None, steps, lr, rules: list[str], windows: str | None, eval_limit) -> dict | str:
+def sweep_body(budgets: str | None, methods: list[str], seeds: str | None, steps, lr, rules: list[str], windows: str | None, eval_limit,
+               data: str = "outlier_reviews", task: dict | None = None) -> dict | str:
     """The POST /api/sweeps body, or what is wrong with the form, in words."""
     parsed = {"budgets": numbers(budgets), "seeds": numbers(seeds), "windows": numbers(windows)}
     bad = [name for name, value in parsed.items() if value is None]
@@ -104,7 +112,9 @@ def sweep_body(budgets: str | None, methods: list[str], seeds: str | None, steps
         return "methods: choose at least one"
     if not steps or steps < 1 or not lr or lr <= 0:
         return "steps and learning rate: give positive numbers"
-    body = {**parsed, "methods": methods, "steps": int(steps), "lr": float(lr)}
+    if data == "upload" and not task:
+        return "data: upload a JSONL task file first (or choose the bundled task)"
+    body = {**parsed, "methods": methods, "steps": int(steps), "lr": float(lr), "data": task["id"] if data == "upload" else data}
     if rules:
         body["rules"] = [rules]
     if eval_limit:
@@ -116,10 +126,10 @@ def sweep_body(budgets: str | None, methods: list[str], seeds: str | None, steps
     Output(PANES[0], "options", allow_duplicate=True), Output(PANES[0], "value"), Output(MESSAGE, "children"),
     Input(LAUNCH, "n_clicks"), Input(CANCEL, "n_clicks"),
     State(BUDGETS, "value"), State(METHODS, "value"), State(SEEDS, "value"), State(STEPS, "value"), State(LR, "value"),
-    State(RULES, "value"), State(WINDOWS, "value"), State(EVAL_LIMIT, "value"), State(PANES[0], "value"),
+    State(RULES, "value"), State(WINDOWS, "value"), State(EVAL_LIMIT, "value"), State(PANES[0], "value"), State(DATA, "value"), State(TASK, "data"),
     prevent_initial_call=True,
 )
-def launch_or_cancel(_l, _c, budgets, methods, seeds, steps, lr, rules, windows, eval_limit, shown: str | None):
+def launch_or_cancel(_l, _c, budgets, methods, seeds, steps, lr, rules, windows, eval_limit, shown: str | None, data: str = "outlier_reviews", task: dict | None = None):
     action = user_action()
     if action is None:
         return no_update, no_update, no_update
@@ -131,7 +141,7 @@ def launch_or_cancel(_l, _c, budgets, methods, seeds, steps, lr, rules, windows,
         except ApiProblem as problem:
             return no_update, no_update, problem_box(problem, "cancel the sweep")
         return no_update, no_update, note(f"Cancel asked: {shown} stops its running trial at the next step; finished trials stay.")
-    body = sweep_body(budgets, methods or [], seeds, steps, lr, rules or [], windows, eval_limit)
+    body = sweep_body(budgets, methods or [], seeds, steps, lr, rules or [], windows, eval_limit, data, task)
     if isinstance(body, str):
         return no_update, no_update, problem_box(body)
     try:
@@ -141,6 +151,12 @@ def launch_or_cancel(_l, _c, budgets, methods, seeds, steps, lr, rules, windows,
         return no_update, no_update, problem_box(problem, "launch the sweep")
     # the options first hold the new sweep, in the same update as the value: a dropdown drops a value it does not offer
     return sweep_choices(listed), sweep["id"], note(f"Sweep {sweep['id']}: {sweep['trials']} trials, {sweep['state']}. Each trial is a run process; progress follows below.", "ok")
+
+
+@dash.callback(Output(TASK, "data"), Output(f"{TASK}-info", "children"), Input(f"{TASK}-upload", "contents"), State(f"{TASK}-upload", "filename"),
+               prevent_initial_call=True)
+def upload_task(contents: str | None, filename: str | None):
+    return task_upload.send(contents, filename)
 
 
 @dash.callback(
@@ -179,7 +195,8 @@ def pane_view(sweep_id: str | None) -> tuple[list | html.Div, bool]:
 
 def sweep_view(sweep: dict) -> list:
     share = sweep["done"] / sweep["trials"] if sweep["trials"] else 0.0
-    head = html.Div(f"{sweep['id']} · {sweep['model']} · {sweep['state']} · {sweep['done']} of {sweep['trials']} trials done",
+    data = PurePath(sweep["config"].get("data") or "").name  # an upload's stored file, or the bundled task's name
+    head = html.Div(f"{sweep['id']} · {sweep['model']} · {data} · {sweep['state']} · {sweep['done']} of {sweep['trials']} trials done",
                     className="sweep-state", **{"data-state": sweep["state"]})
     bar = html.Div(html.Div(className=f"progress-bar {sweep['state']}", style={"width": f"{share:.1%}"}), className="progress", role="progressbar")
     graphs = [dcc.Graph(figure=pareto_figure(sweep["pareto"][cost], sweep["metric"], cost, base_value(sweep)), config=graph_config(f"pareto-{cost}"),

@@ -11,7 +11,7 @@ from pathlib import PurePath
 import dash
 from dash import ALL, Input, Output, State, dcc, html, no_update
 
-from app.ui import figures, ids, url_state
+from app.ui import figures, ids, task_upload, url_state
 from app.ui.client import ApiProblem
 from app.ui.components import (
     WAITING,
@@ -39,7 +39,8 @@ JOBS_SEEN = "ft-jobs-seen"  # the listed jobs as last drawn: the table is redraw
 JOB_MESSAGE = "ft-job-message"
 JOB_BUTTON = "ft-job-button"  # pattern id {"type": JOB_BUTTON, "job", "action": "follow" | "cancel"}
 USUAL_LR = (1e-6, 1.0)  # a learning rate outside this range almost surely diverges or does nothing
-DATA = {"prose": "bundled prose", "code": "bundled code", "upload": "my text file"}
+DATA = {"prose": "bundled prose", "code": "bundled code", "upload": "my text file", "outlier_reviews": "bundled task (outlier_reviews)", "task": "my task file (JSONL)"}
+TASK = "ft-task"  # the uploaded task file, as POST /api/task-data answered (task_upload.upload_block("ft"))
 CHECKPOINT = {"auto": "mask, random and LN runs", "on": "every run", "off": "no run"}
 ACTIVE = ("queued", "running")
 
@@ -70,6 +71,7 @@ def layout(**query) -> html.Div:
              ], className="controls"),
              dcc.Upload(id=ids.FT_UPLOAD, children=html.Div("Drop a UTF-8 text file (passages split at blank lines), or click to choose"), className="upload"),
              html.Div(id=ids.FT_UPLOAD_NAME, className="hint"),
+             task_upload.upload_block("ft"),
              html.Div([
                  html.Button("Start fine-tune", id=ids.FT_START, className="button primary", n_clicks=0),
                  html.Button("Cancel", id=ids.FT_CANCEL, className="button danger", n_clicks=0),
@@ -101,6 +103,12 @@ def show_mask(mask: dict | None):
     return html.Div(f"Mask {mask_line(mask)}", className="mask-line")
 
 
+@dash.callback(Output(TASK, "data"), Output(f"{TASK}-info", "children"), Input(f"{TASK}-upload", "contents"), State(f"{TASK}-upload", "filename"),
+               prevent_initial_call=True)
+def upload_task(contents: str | None, filename: str | None):
+    return task_upload.send(contents, filename)
+
+
 @dash.callback(Output(ids.FT_UPLOAD_NAME, "children"), Input(ids.FT_UPLOAD, "filename"))
 def show_upload(filename: str | None):
     return f"Chosen: {filename} (select “my text file” to train on it)" if filename else None
@@ -120,18 +128,18 @@ def _uploaded_text(contents: str | None) -> str | None:
     Input(ids.FT_START, "n_clicks"), Input(ids.FT_CANCEL, "n_clicks"),
     State(ids.MASK, "data"), State(ids.FT_BASELINES, "value"), State(ids.FT_STEPS, "value"), State(ids.FT_LR, "value"),
     State(ids.FT_DATA, "value"), State(ids.FT_UPLOAD, "contents"), State(ids.FT_CHECKPOINT, "value"), State(ids.JOB, "data"),
-    State(ids.FT_PROCESSES, "value"), State(ids.MODEL, "data"),
+    State(ids.FT_PROCESSES, "value"), State(ids.MODEL, "data"), State(TASK, "data"),
     running=[(Output(ids.FT_START, "disabled"), True, False)],  # one launch at a time: a second click while the first is pending does nothing
     prevent_initial_call=True,
 )
 def start_or_cancel(_s, _c, mask: dict | None, baselines: list[str], steps: int | None, lr: float | None, data: str, contents: str | None,
-                    checkpoint: str, job: dict | None, processes: int | None = None, model: dict | None = None):
+                    checkpoint: str, job: dict | None, processes: int | None = None, model: dict | None = None, task: dict | None = None):
     action = user_action()
     if action is None:
         return no_update, no_update
     if action == ids.FT_CANCEL:
         return no_update, cancelled(job)
-    job, message = started(mask, baselines, steps, lr, data, contents, checkpoint, processes)
+    job, message = started(mask, baselines, steps, lr, data, contents, checkpoint, processes, task)
     if isinstance(job, dict):
         inputs = {"mask_id": mask["id"], "mask_name": mask["name"], "steps": int(steps), "lr": float(lr), "baselines": baselines or [], "data": data, "job": job["id"]}
         record("run", f"fine-tune of {mask['name']}: {int(steps)} steps, lr {float(lr):g}, baselines {', '.join(baselines or []) or 'none'}", model, inputs, {"job": job["id"]})
@@ -150,7 +158,7 @@ def cancelled(job: dict | None) -> html.Div:
 
 
 def started(mask: dict | None, baselines: list[str], steps: int | None, lr: float | None, data: str, contents: str | None, checkpoint: str,
-            processes: int | None = None) -> tuple:
+            processes: int | None = None, task: dict | None = None) -> tuple:
     """(the job to follow, what happened) after the start button, or (no_update, why not)."""
     if not mask:
         return no_update, problem_box("Build or pick a mask on the Selection page first.")
@@ -160,8 +168,11 @@ def started(mask: dict | None, baselines: list[str], steps: int | None, lr: floa
     text = _uploaded_text(contents) if data == "upload" else None
     if data == "upload" and not text:
         return no_update, problem_box("data: choose a UTF-8 text file first")
+    if data == "task" and not task:
+        return no_update, problem_box("data: upload a JSONL task file first")
+    source = {"upload": "prose", "task": (task or {}).get("id")}.get(data, data)  # a text upload travels as data_text
     try:
-        status = api().start_finetune(mask["id"], baselines or [], int(steps), float(lr), data="prose" if data == "upload" else data, data_text=text,
+        status = api().start_finetune(mask["id"], baselines or [], int(steps), float(lr), data=source, data_text=text,
                                       checkpoint=checkpoint, processes=int(processes) if processes else None)
     except ApiProblem as problem:
         return no_update, problem_box(problem, "start the fine-tune")
