@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from outlier_core.load.models import LoadedModel
 from outlier_core.select.masks import SelectionMask
 from outlier_core.tune.jobs import JobRunner, JobsBusy
 from outlier_core.tune.run_config import RunConfig
-from outlier_core.tune.run_process import LaunchOptions, RunProcess, follow, resume_job, run_job
+from outlier_core.tune.run_process import LaunchOptions, RunProcess, follow, prepare_run, resume_job, run_job
 from outlier_core.tune.train_data import TrainConfig
 
 DOWN = "model.layers.1.mlp.down_proj.weight"
@@ -112,6 +113,39 @@ def test_a_restarted_runner_reattaches_to_a_live_run_cancels_it_and_fails_a_dead
     third = JobRunner(tmp_path, resume=resume_job(options))
     dead = third.wait(job.id, timeout=SECONDS)
     assert dead.state == "failed" and dead.error.startswith("interrupted") and "loading tiny-random" in dead.error
+
+
+def test_a_restarted_runner_starts_the_queued_jobs_in_their_order_and_fails_one_whose_mask_is_gone(tiny: LoadedModel, tmp_path: Path) -> None:
+    options = LaunchOptions(cancel_timeout_s=30)
+    source, runs = tmp_path / "source", tmp_path / "runs"
+    source.mkdir()
+    long = long_config(tiny, source)
+    short = replace(long, train=replace(long.train, steps=2))
+    files = {long.mask: (source / long.mask).read_bytes()}
+    first = JobRunner(runs, max_running=1, resume=resume_job(options))
+    running = first.submit("finetune", run_job(long, options, files), prepare=prepare_run(long, files))
+    queued = [first.submit("finetune", run_job(short, options, files), {"n": n}, prepare=prepare_run(short, files)) for n in range(3)]
+    wait_for(lambda: first.get(running.id).step >= 1, "the first run never trained a step")
+    first.close(keep_running=True)  # a server that stops with one run training and three waiting
+    assert [json.loads((runs / job.id / "job.json").read_text())["state"] for job in queued] == ["queued"] * 3
+    (runs / queued[1].id / long.mask).unlink()
+
+    second = JobRunner(runs, max_running=1, resume=resume_job(options))
+    gone = second.get(queued[1].id)
+    assert gone.state == "failed" and gone.started is None, gone
+    assert gone.error.startswith("queued when the server stopped, and cannot start after its restart: mask: ") and gone.error.endswith("is gone")
+    assert second.get(running.id).state == "running"  # reattached: it holds the one slot
+    time.sleep(1.0)
+    assert [second.get(job.id).state for job in (queued[0], queued[2])] == ["queued", "queued"]
+    second.cancel(running.id)
+    assert second.wait(running.id, timeout=SECONDS).state == "cancelled"
+    done = [second.wait(job.id, timeout=SECONDS) for job in (queued[0], queued[2])]
+    assert [job.state for job in done] == ["done", "done"], [job.error for job in done]
+    assert done[0].finished <= done[1].started  # one slot, submit order
+    for job, n in zip(done, (0, 2)):
+        assert job.params == {"n": n}
+        assert len(second.result(job.id)["runs"][0]["train_loss"]) == 2
+    second.close()
 
 
 def test_a_run_over_its_memory_cap_says_so(tiny: LoadedModel, tmp_path: Path) -> None:

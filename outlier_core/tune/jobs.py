@@ -14,9 +14,12 @@ A job is a function `work(ctx) -> dict`, run on a thread of its own once one of 
 
 Each job owns a folder `ROOT/<job id>/`: `job.json` (its status, rewritten atomically as it
 runs), `result.json` and whatever the work writes there, so a status survives a page reload
-and a restart. A new runner hands each job still `queued` or `running` on disk to `resume`
-(its run may still be alive, or may have finished meanwhile); the ones it cannot resume
-read `failed`. One runner per runs directory.
+and a restart. A new runner hands each job still `queued` or `running` on disk to `resume`:
+a running one's run may still be alive, or may have finished meanwhile, and it takes a slot
+at once; queued ones wait again, in the order they were submitted, for a free slot (what
+they need was written to their folder at submit, by `prepare`). The ones it cannot resume
+read `failed`, with resume's reason (`JobFailed`) when it gave one. One runner per runs
+directory.
 """
 
 from __future__ import annotations
@@ -138,8 +141,12 @@ class JobRunner:
 
     # ---- public ----
 
-    def submit(self, kind: str, work: Callable[[JobContext], dict], params: dict | None = None) -> JobStatus:
-        """Queue `work`; JobsBusy when `max_running + max_queued` jobs are queued or running already."""
+    def submit(
+        self, kind: str, work: Callable[[JobContext], dict], params: dict | None = None, prepare: Callable[[Path], None] | None = None,
+    ) -> JobStatus:
+        """Queue `work`; JobsBusy when `max_running + max_queued` jobs are queued or running already.
+        `prepare(folder)` writes what the job needs into its folder before it reads queued on
+        disk, so that a restarted runner can still start it."""
         with self._lock:
             if self.max_queued is not None and self._running + len(self._waiting) >= self.max_running + self.max_queued:
                 raise JobsBusy(f"{self._running} jobs are running and {len(self._waiting)} are queued, the most this server takes; try again later")
@@ -148,6 +155,12 @@ class JobRunner:
                 job_id = new_id()
             status = JobStatus(job_id, kind, "queued", created=time.time(), params=params)
             (self.root / job_id).mkdir()
+            if prepare is not None:
+                try:
+                    prepare(self.root / job_id)
+                except BaseException:
+                    shutil.rmtree(self.root / job_id, ignore_errors=True)
+                    raise
             self._jobs[job_id] = status
             self._work[job_id] = work
             self._contexts[job_id] = JobContext(self, job_id, self.root / job_id)
@@ -255,7 +268,12 @@ class JobRunner:
                 self._begin(job_id, self._work.pop(job_id))
 
     def _begin(self, job_id: str, work: Callable[[JobContext], dict]) -> None:
-        """Caller holds the lock: the job takes a slot and its own thread."""
+        """Caller holds the lock: the job takes a slot and its own thread, and reads running from
+        now on (a cancel from here on reaches its work, which never starts if asked in time)."""
+        status = self._jobs[job_id]
+        if status.state == "queued":
+            self._jobs[job_id] = status = replace(status, state="running", started=time.time())
+            self._save(status)
         self._running += 1
         thread = threading.Thread(target=self._run, args=(job_id, work), name=f"job-{job_id}", daemon=True)
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
@@ -263,14 +281,11 @@ class JobRunner:
 
     def _run(self, job_id: str, work: Callable[[JobContext], dict]) -> None:
         with self._lock:
-            status = self._jobs[job_id]
-            if status.state == "queued":
-                status = replace(status, state="running", started=time.time())
-                self._jobs[job_id] = status
-                self._save(status)
             ctx = self._contexts[job_id]
         ending: dict[str, Any] | None
         try:
+            if ctx.cancelled():
+                raise JobStopped()
             result = work(ctx)
             write_atomic(self.root / job_id / "result.json", json.dumps(finite(result), allow_nan=False) + "\n")
             ending = {"state": "done"}
@@ -318,6 +333,7 @@ class JobRunner:
         self._saved_at[status.id] = time.monotonic()
 
     def _load(self, resume: Callable[[JobStatus, Path], Callable[[JobContext], dict] | None] | None) -> None:
+        queued: list[tuple[JobStatus, Callable[[JobContext], dict]]] = []
         for path in sorted(self.root.glob("*/job.json")):
             if not is_id(path.parent.name):
                 continue
@@ -329,13 +345,28 @@ class JobRunner:
             self._jobs[status.id] = status
             if status.state in FINISHED:
                 continue
-            work = resume(status, path.parent) if resume is not None else None
+            try:
+                work = resume(status, path.parent) if resume is not None else None
+                error = "interrupted: the process stopped before the job finished"
+            except JobFailed as err:
+                work, error = None, str(err)
             if work is None:
-                status = replace(status, state="failed", pid=None, error="interrupted: the process stopped before the job finished", finished=time.time())
+                status = replace(status, state="failed", pid=None, error=error, finished=time.time())
                 self._jobs[status.id] = status
                 self._save(status)
                 continue
+            self._contexts[status.id] = JobContext(self, status.id, path.parent)
+            if status.state == "queued":
+                queued.append((status, work))
+                continue
             with self._lock:  # its run may be alive: it takes a slot now, whatever the limit
-                self._contexts[status.id] = JobContext(self, status.id, path.parent)
                 self._jobs[status.id] = replace(status, state="running", started=status.started or time.time())
                 self._begin(status.id, work)
+        with self._lock:  # the queue as it was: oldest first, each started when a slot frees
+            for status, work in sorted(queued, key=lambda item: (item[0].created, item[0].id)):
+                self._work[status.id] = work
+                self._waiting.append(status.id)
+                log.info("job %s (%s) queued again after a restart", status.id, status.kind)
+            if queued:
+                self._start_dispatcher()
+                self._lock.notify_all()

@@ -71,12 +71,23 @@ class RunConfig:
 
     def data_source(self, folder: Path) -> str | None:
         """`data` as `train_data.load_data` takes it: a bundled name as it is, a path from `folder`."""
-        if self.data is None or self.data in BUNDLED or self.data in BUNDLED_TASKS:
-            return self.data
-        return str(_beside(folder, self.data))
+        return self.data if self.bundled_data else str(_beside(folder, self.data))
+
+    @property
+    def bundled_data(self) -> bool:
+        """`data` names what ships with the project (or the default): no file of the user's."""
+        return self.data is None or self.data in BUNDLED or self.data in BUNDLED_TASKS
 
     def mask_path(self, folder: Path) -> Path:
         return _beside(folder, self.mask)
+
+
+def check_inputs(config: RunConfig, folder: Path) -> None:
+    """InputError naming `mask` or `data` when a file the run reads from `folder` is gone."""
+    if config.mask is not None and not config.mask_path(folder).is_file():
+        raise InputError("mask", f"{config.mask_path(folder)} is gone")
+    if config.data_text is None and not config.bundled_data and not Path(config.data_source(folder)).exists():
+        raise InputError("data", f"{config.data_source(folder)} is gone")
 
 
 def _beside(folder: Path, path: str) -> Path:

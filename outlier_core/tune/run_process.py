@@ -26,9 +26,10 @@ from typing import Callable
 import psutil
 
 from outlier_core.contract import write_atomic
+from outlier_core.errors import InputError
 from outlier_core.load.models import default_device
 from outlier_core.tune.jobs import JobContext, JobDetached, JobFailed, JobStatus, JobStopped
-from outlier_core.tune.run_config import CONFIG_FILE, RunConfig, write_config
+from outlier_core.tune.run_config import CONFIG_FILE, RunConfig, check_inputs, read_config, write_config
 from outlier_core.tune.run_status import LOG_FILE, MEMORY_ENV, MEMORY_SIGNS, RunStatus, log_tail, memory_cap_message, read_result, read_status
 
 log = logging.getLogger(__name__)
@@ -211,12 +212,28 @@ def run_job(config: RunConfig, options: LaunchOptions = LaunchOptions(), files: 
     first, e.g. the mask the config names) and returns its result."""
 
     def work(ctx: JobContext) -> dict:
-        for name, content in (files or {}).items():
-            (ctx.folder / name).write_bytes(content)
-        ctx.report(0, config.train.steps * (1 + len(config.baselines)), phase="starting the run process")
-        return follow_job(RunProcess.launch(ctx.folder, config, options), ctx, options)
+        prepare_run(config, files)(ctx.folder)
+        return start_job(config, ctx, options)
 
     return work
+
+
+def prepare_run(config: RunConfig, files: dict[str, bytes] | None = None) -> Callable[[Path], None]:
+    """For `JobRunner.submit(prepare=...)`: the config and `files` in the job's folder while it
+    is queued, so a server restarted before the job started can still start it."""
+
+    def prepare(folder: Path) -> None:
+        for name, content in (files or {}).items():
+            if not (folder / name).is_file():
+                write_atomic(folder / name, content)
+        write_config(folder, config)
+
+    return prepare
+
+
+def start_job(config: RunConfig, ctx: JobContext, options: LaunchOptions) -> dict:
+    ctx.report(0, config.train.steps * (1 + len(config.baselines)), phase="starting the run process")
+    return follow_job(RunProcess.launch(ctx.folder, config, options), ctx, options)
 
 
 def follow_job(run: RunProcess, ctx: JobContext, options: LaunchOptions) -> dict:
@@ -245,10 +262,14 @@ def job_ending(folder: Path, final: RunStatus) -> dict:
 
 
 def resume_job(options: LaunchOptions = LaunchOptions()) -> Callable[[JobStatus, Path], Callable[[JobContext], dict] | None]:
-    """For `JobRunner(resume=...)`: a job left queued or running by a server that stopped
-    is followed again if its run is still alive, or ended as its run ended."""
+    """For `JobRunner(resume=...)`: a job left running by a server that stopped is followed
+    again if its run is still alive, or ended as its run ended; a job left queued is started
+    from the config written at submit (`prepare_run`) when a slot frees, or fails (JobFailed)
+    when what it needs is gone from its folder."""
 
     def resume(status: JobStatus, folder: Path) -> Callable[[JobContext], dict] | None:
+        if status.state == "queued":
+            return requeue(folder)
         if not (folder / CONFIG_FILE).is_file() or not (folder / PROCESS_FILE).is_file():
             return None  # never started: nothing to find
         run = RunProcess.adopt(folder)
@@ -263,5 +284,15 @@ def resume_job(options: LaunchOptions = LaunchOptions()) -> Callable[[JobStatus,
             return job_ending(folder, final)
 
         return work
+
+    def requeue(folder: Path) -> Callable[[JobContext], dict] | None:
+        if not (folder / CONFIG_FILE).is_file():
+            return None  # queued by a server that wrote nothing at submit
+        try:
+            config = read_config(folder / CONFIG_FILE)
+            check_inputs(config, folder)
+        except InputError as err:
+            raise JobFailed(f"queued when the server stopped, and cannot start after its restart: {err.field}: {err.reason}") from err
+        return lambda ctx: start_job(config, ctx, options)
 
     return resume

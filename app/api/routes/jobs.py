@@ -26,7 +26,7 @@ from outlier_core.tune.comparison import Comparison, plan_comparison
 from outlier_core.tune.distributed import World, default_processes
 from outlier_core.tune.jobs import JobRunner, JobsBusy, JobStatus
 from outlier_core.tune.run_config import RunConfig
-from outlier_core.tune.run_process import LaunchOptions, run_job
+from outlier_core.tune.run_process import LaunchOptions, prepare_run, run_job
 from outlier_core.tune.runs import list_runs
 from outlier_core.tune.train_data import TrainConfig
 
@@ -70,7 +70,8 @@ def _submit(model: LoadedModel, body: FinetuneIn, store: MaskStore, runner: JobR
     )
     params = {**body.model_dump(exclude={"data_text"}), "processes": processes, "data": data.source, "mask_name": mask.name, "model": model.name}
     try:
-        return runner.submit("finetune", run_job(run, launch_options(settings), {INPUT_MASK: mask.to_safetensors_bytes()}), params)
+        files = {INPUT_MASK: mask.to_safetensors_bytes()}
+        return runner.submit("finetune", run_job(run, launch_options(settings), files), params, prepare=prepare_run(run, files))
     except JobsBusy as err:
         raise ApiError(429, str(err), headers={"Retry-After": "10"}) from err
 
