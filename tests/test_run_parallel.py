@@ -4,6 +4,7 @@ the CPU) against one process, two runs through a local Ray, a TensorBoard tracke
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,6 +49,8 @@ def test_two_processes_train_what_one_process_does_at_the_same_global_batch(tiny
     assert final.state == "done", final.error
     log = (two / "run.log").read_text()
     assert "[rank 0]" in log and "[rank 1]" in log
+    shares = [re.search(rf"\[rank {rank}\] .*held-out evaluation: this rank scored (\d+) of (\d+) blocks", log) for rank in (0, 1)]
+    assert all(shares) and int(shares[0][1]) + int(shares[1][1]) == int(shares[0][2]) and int(shares[1][1]) > 0  # each rank scored its part
 
     data = train_data.make_data(tiny, train_data.load_corpus("code"), train)
     reference = compare(tiny, mask, ("lora",), data, train, one)  # the same run in one process, in this one
@@ -55,7 +58,9 @@ def test_two_processes_train_what_one_process_does_at_the_same_global_batch(tiny
     for ours, theirs in zip(reference.runs, parallel["runs"], strict=True):
         assert theirs["method"] == ours.method and theirs["trainable"] == ours.trainable
         assert theirs["train_loss"] == pytest.approx(list(ours.train_loss), rel=1e-5)
-        assert theirs["eval_after"]["loss"] == pytest.approx(ours.eval_after.loss, rel=1e-5)
+        for key in ("eval_before", "eval_after"):  # scored in parts over the ranks, summed: one process's numbers
+            assert theirs[key]["loss"] == pytest.approx(getattr(ours, key).loss, rel=1e-5)
+            assert theirs[key]["tokens"] == getattr(ours, key).n_tokens
         deltas, expected = load_file(two / ours.method / "deltas.safetensors"), load_file(one / ours.method / "deltas.safetensors")
         assert deltas.keys() == expected.keys()
         assert all(torch.allclose(deltas[k], expected[k], atol=1e-6) for k in deltas)

@@ -116,7 +116,7 @@ def run_comparison(
     if world.is_main:
         folder.mkdir(parents=True, exist_ok=True)
     data, config, n = plan.data, plan.config, len(plan.methods)
-    eval_before = held_out_loss(model, data.held_out, config.batch_size, stop_check(should_stop, world), data.held_out_labels)
+    eval_before = held_out_loss(model, data.held_out, config.batch_size, stop_check(should_stop, world), data.held_out_labels, world)
     scan_prompt = block_encoded(model, data.scan_block)
     outliers_before = outlier_snapshot(model, scan_prompt)
     runs: list[RunResult] = []

@@ -44,6 +44,14 @@ class World:
         per_rank = batch.shape[0] // self.size
         return batch[self.rank * per_rank : (self.rank + 1) * per_rank]
 
+    def part(self, chunk: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous share of a chunk that need not split evenly (N, ...) -> (<= ceil(N / size), ...);
+        empty for the last ranks of a short chunk."""
+        if self.size == 1:
+            return chunk
+        per_rank = -(-chunk.shape[0] // self.size)
+        return chunk[self.rank * per_rank : (self.rank + 1) * per_rank]
+
     def check_batch(self, batch_size: int, train_blocks: int) -> None:
         """Every rank needs an equal share of each global batch, or the average is not the one-process step."""
         size = min(batch_size, train_blocks)
@@ -74,6 +82,14 @@ class World:
         t = torch.tensor([value], dtype=torch.float64)
         dist.all_reduce(t)
         return float(t) / self.size
+
+    def sums(self, *values: float) -> tuple[float, ...]:
+        """Each value summed over ranks, in float64 (a loss sum and a token count stay exact enough)."""
+        if self.size == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(t)
+        return tuple(t.tolist())
 
     def any(self, flag: bool) -> bool:
         """True on every rank when it is true on one (a stop asked of one rank stops them all at the same step)."""

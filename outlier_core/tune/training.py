@@ -23,7 +23,7 @@ from outlier_core.load.tokens import Encoded
 from outlier_core.select.masks import SelectionMask
 from outlier_core.tune.checkpointing import block_checkpointing, checkpoints_blocks
 from outlier_core.tune.distributed import SINGLE, World
-from outlier_core.tune.evaluation import RunLoss, batch_loss, held_out_loss
+from outlier_core.tune.evaluation import ForwardLoss, RunLoss, batch_loss, held_out_loss
 from outlier_core.tune.memory import PeakMemory
 from outlier_core.tune.methods.base import Tuning, TuningMethod
 from outlier_core.tune.snapshot import OutlierSnapshot, outlier_snapshot
@@ -92,9 +92,11 @@ def train(
     should_stop: Callable[[], bool],
     lean_backward: Callable[[], AbstractContextManager] = nullcontext,
     world: World = SINGLE,
+    forward_loss: ForwardLoss | None = None,
 ) -> tuple[list[float], int, int, float]:
     """AdamW over the tuning's parameters only (the caller freezes the rest); each step's
-    forward and backward pass run inside a fresh `lean_backward()`.
+    forward and backward pass run inside a fresh `lean_backward()`, through the bridge or
+    through `forward_loss(ids, labels)` when given (a sharded model's own forward).
 
     Over a `world` of N processes each rank takes its shard of every batch and the
     gradients are averaged before the step, so the step, the reported loss (the global
@@ -115,7 +117,8 @@ def train(
         batch, labels = batch if isinstance(batch, tuple) else (batch, None)  # task data brings its completion labels
         ids = world.shard(batch)  # (B / N, S)
         with lean_backward():
-            loss = batch_loss(model, ids, None if labels is None else world.shard(labels))
+            shard_labels = None if labels is None else world.shard(labels)
+            loss = batch_loss(model, ids, shard_labels) if forward_loss is None else forward_loss(ids, shard_labels)
             if not torch.isfinite(loss):
                 raise RuntimeError(f"training diverged at step {step} (loss {loss.item()}); lower the learning rate")
             loss.backward()
@@ -177,7 +180,7 @@ def run_method(
                 losses, state_bytes, tokens, seconds = train(model, tuning, batches(data, config), config, lr, report, should_stop, lean, world)
             for p in tuning.parameters():
                 p.requires_grad_(False)
-            eval_after = held_out_loss(model, data.held_out, config.batch_size, stop_check(should_stop, world, losses), data.held_out_labels)
+            eval_after = held_out_loss(model, data.held_out, config.batch_size, stop_check(should_stop, world, losses), data.held_out_labels, world)
             outliers_after = outlier_snapshot(model, scan_prompt)
             trainable, changed = tuning.trainable, tuning.changed()
             deltas = None
