@@ -2,6 +2,7 @@
 
     outlier-lab finetune --mask masks/outliers.json --baseline random ln lora full --steps 50
     outlier-lab finetune --mask masks/outliers.json --processes 2 --track tensorboard
+    outlier-lab finetune --mask masks/outliers.json --processes 2 --shard fsdp
 
 The run is a process of its own (`outlier_core.tune.run_main`, under torchrun for
 --processes N); this command writes its config, starts it and follows its status file.
@@ -26,6 +27,7 @@ from typing import Iterator
 from app.cli.common import CliError, add_model_arguments, emit_json, emit_lines, finite_float
 from app.cli.mask_cmd import positive_int
 from outlier_core.tune.methods import BASELINES
+from outlier_core.tune.run_config import SHARDINGS
 from outlier_core.tune.tracking import TRACKERS
 
 
@@ -54,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--processes", type=positive_int, default=None,
         help="data-parallel processes, each a shard of every batch (default: one per GPU on CUDA, one on CPU)",
+    )
+    parser.add_argument(
+        "--shard", choices=SHARDINGS, default=None,
+        help="fsdp: shard the model over the processes (FSDP2) for a model larger than one device; trains the mask alone (default: each process holds the whole model)",
     )
     parser.add_argument("--track", choices=TRACKERS, default=None, help="log curves and results offline under the run's tracking/ folder")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -107,6 +113,7 @@ def run(args: argparse.Namespace) -> None:
         model=args.model, mask=str(Path(args.mask).expanduser().resolve()), baselines=baselines, train=config,
         data=_as_path(args.data), device=args.device, dtype=args.dtype,
         processes=args.processes or default_processes(args.device or default_device(), config.batch_size), track=args.track,
+        shard=args.shard,
     )
     slug = re.sub(r"[^a-z0-9]+", "-", mask.name.lower()).strip("-") or "mask"
     folder = Path(f"{args.runs_dir}/{time.strftime('%Y%m%d-%H%M%S')}-{slug}")

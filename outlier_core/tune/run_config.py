@@ -27,7 +27,8 @@ from outlier_core.tune.tracking import TRACKERS, Tracker
 from outlier_core.tune.train_data import TrainConfig, load_corpus
 
 CONFIG_FILE = "run_config.json"
-UPLOADED_TEXT = "your text"  # the data's name when the text came inline (an upload)
+UPLOADED_TEXT = "your text"
+SHARDINGS = ("fsdp",)  # FSDP2's `fully_shard`  # the data's name when the text came inline (an upload)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class RunConfig:
     eval_tasks: tuple[str, ...] = ()  # lm-eval tasks scored after training, on the base and on each method with its deltas on
     eval_limit: int | None = None  # each lm-eval task's first items only
     eval_base: bool = True  # score the base model too (a sweep asks it of one trial: the base is the same for all)
+    shard: str | None = None  # "fsdp": the model sharded over the processes (`sharded`), the mask alone trained; None: each process holds it whole
 
     __pydantic_config__ = ConfigDict(json_schema_serialization_defaults_required=True)
 
@@ -61,6 +63,18 @@ class RunConfig:
             raise InputError("methods", f"choose from {', '.join(METHODS)}")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise InputError("eval_limit", "must be a whole number >= 1")
+        if self.shard is not None:
+            self._check_shard()
+
+    def _check_shard(self) -> None:
+        """What a sharded run cannot do, refused before a process starts."""
+        if self.shard not in SHARDINGS:
+            raise InputError("shard", f"must be one of {', '.join(SHARDINGS)}")
+        methods = self.methods or ("mask", *self.baselines)
+        if methods != ("mask",):
+            raise InputError("shard", f"a sharded run trains the mask alone, not {', '.join(methods)}")
+        if self.eval_tasks:
+            raise InputError("shard", "a sharded run scores no lm-eval tasks")
 
     def corpus(self, folder: Path) -> Corpus:
         if self.data_text is not None:

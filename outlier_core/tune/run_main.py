@@ -84,6 +84,8 @@ def train_run(config: RunConfig, folder: Path, world: World, status: StatusWrite
     else:
         data = load_data(model, config.data_source(folder), config.train)  # task rows or packed text
     world.check_batch(config.train.batch_size, int(data.train.shape[0]))
+    if config.shard is not None:
+        return sharded_run(config, model, mask, data, folder, world, status, should_stop)
     plan = plan_comparison(model, mask, tuple(config.baselines), data, config.train, methods=config.methods)
     tracker = open_tracker(config.track, folder, folder.name, config_json(config)) if config.track and world.is_main else None
     status.update(step=0, total=plan.total_steps, phase="evaluating the base model")
@@ -108,6 +110,18 @@ def train_run(config: RunConfig, folder: Path, world: World, status: StatusWrite
         if tracker is not None:
             tracker.finish()
     return comparison
+
+
+def sharded_run(config: RunConfig, model, mask, data, folder: Path, world: World, status: StatusWriter, should_stop) -> dict:
+    """The mask trained on a model sharded over the processes (`sharded.run_sharded`)."""
+    from outlier_core.tune.sharded import run_sharded
+
+    status.update(step=0, total=config.train.steps, phase="evaluating the base model")
+
+    def progress(step: int, loss: float, tokens_per_s: float) -> None:
+        status.update(step=step, loss=loss, tokens_per_s=tokens_per_s, phase=f"mask, sharded over {world.size} ({config.shard})")
+
+    return to_json(run_sharded(model, mask, data, config.train, folder, world, progress, should_stop))
 
 
 def run_metrics(comparison: dict) -> dict[str, float]:
