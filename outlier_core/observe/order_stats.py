@@ -224,6 +224,14 @@ def mark_between(wanted: np.ndarray, buckets: Buckets, low: float, high: float, 
         wanted[first:last + 1] = True
 
 
+def _true_positions(selected: torch.Tensor) -> torch.Tensor:
+    """selected: (L,) bool. The positions of its True entries, (g,) int64. On a CPU numpy's
+    flatnonzero, half the cost of torch's nonzero, its largest single op there."""
+    if selected.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(selected.numpy()))
+    return selected.nonzero().squeeze(1)
+
+
 def gather(flat: torch.Tensor, buckets: Buckets, wanted: np.ndarray, low: float, high: float) -> Gathered:
     """Pass 2: the entries of `flat` (n,) in the buckets `wanted` (bool by position) marks, on the CPU."""
     held = wanted | (buckets.counts == 0)
@@ -235,7 +243,7 @@ def gather(flat: torch.Tensor, buckets: Buckets, wanted: np.ndarray, low: float,
         if table is None:
             found = torch.arange(part.numel(), device=flat.device)
         else:
-            found = torch.index_select(table, 0, _bucket_ids(part, buckets.bits)).nonzero().squeeze(1)  # (g_chunk,)
+            found = _true_positions(torch.index_select(table, 0, _bucket_ids(part, buckets.bits)))  # (g_chunk,)
         values.append(part[found])
         index.append(found + start)
     entry_value = torch.cat(values).cpu().double().numpy()  # (g,)

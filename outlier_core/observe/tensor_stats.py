@@ -250,7 +250,8 @@ def _outlier_set(gathered: Gathered, shape: tuple[int, ...], low: float, high: f
     values, index = gathered.entry_value[outside], gathered.entry_index[outside]
     beyond = np.maximum(low - values, values - high)  # how far outside the bounds
     order = np.lexsort((index, -beyond))[:max_listed]  # farthest first, then by flat index
-    listed = tuple(Outlier(tuple(int(i) for i in np.unravel_index(int(index[o]), shape)), float(values[o])) for o in order)
+    coordinates = np.stack(np.unravel_index(index[order], shape), axis=1).tolist()  # (listed, ndim)
+    listed = tuple(Outlier(tuple(c), v) for c, v in zip(coordinates, values[order].tolist()))
     return OutlierSet(rule, low, high, count, listed)
 
 
