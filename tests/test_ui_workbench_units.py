@@ -173,3 +173,32 @@ def test_the_queue_line_says_where_this_tab_stands_behind_what_and_how_far_it_is
     short = {"what": "a scan", "seconds": 0.2, "mine": False, "work": None}
     assert queue_line({"holder": short, "waiting": [], "works": [], "position": None}) == (None, None)  # a moment's work says nothing
     assert queue_line({"holder": {**short, "seconds": 3.0}, "waiting": [], "works": [], "position": None})[0] == "The model is busy: a scan from another tab (3 s so far)."
+
+
+def test_masks_built_by_hand_merged_and_imported_land_in_the_notebook_as_the_api_answered_them(ui: dash.Dash) -> None:
+    import base64
+
+    components = importlib.import_module("app.ui.components")
+    selection = page("selection")
+    session = "units-notebook-1"
+    down = "model.layers.1.mlp.down_proj.weight"
+    app_context.set(ui)  # the app whose callbacks these are (an earlier test's app may be the thread's)
+    with ui.server.test_request_context("/", headers={"Cookie": f"outlier_lab_notebook={session}"}):
+        built = components.add_to_mask(None, dims=[{"layer": 2, "dim": 7}])
+        grown = components.add_to_mask(built, parts=[{"parameter": down, "kind": "rows", "index": [3]}])
+        client = components.api()
+        suggestion = client.create_mask("rules", [{"parameter": down, "kind": "rows", "index": [5, 6]}])
+        merged, _ = selection.merged_in(client, grown, suggestion, None)
+        exported = client.export_mask(merged["id"], "json")
+        imported, _ = selection.imported(client, "data:application/json;base64," + base64.b64encode(exported).decode(), "both.json")
+        entries = client.notebook(session)["entries"]
+
+    assert [e["kind"] for e in entries] == ["mask"] * 4  # newest first
+    for entry, mask, how in zip(entries, (imported, merged, grown, built), ("import", "merge", "build", "build"), strict=True):
+        assert how in entry["inputs"] and entry["inputs"]["mask_id"] == mask["id"]
+        assert entry["results"] == {"count": mask["count"], "parts": len(mask["parts"])}
+    assert entries[3]["inputs"]["build"] == {"parts": [], "dims": [{"layer": 2, "dim": 7}], "onto": None, "name": built["name"]}
+    assert entries[2]["inputs"]["build"]["onto"] == built["id"]  # grown from the tab's open mask
+    assert entries[1]["inputs"]["merge"]["ids"] == [grown["id"], suggestion["id"]]
+    assert entries[0]["code"]["cli"] == "outlier-lab mask show both.json --json"
+    assert imported["count"] == merged["count"] == grown["count"] + suggestion["count"]  # disjoint parts

@@ -1,8 +1,11 @@
 """Copy as code: the CLI command and the Python call that reproduce a notebook entry.
 
-Pure functions from an entry's kind and inputs (the request the UI sent) to text. Where the
-CLI cannot say it (a stack mixing modes, perplexity on a bundled corpus), the command is None
-and `note` says why; the Python call always can.
+Pure functions from an entry's kind, inputs (the request the UI sent) and results to text.
+Where the CLI cannot say it (a stack mixing modes, perplexity on a bundled corpus, a merge),
+the command is None and `note` says why; the Python call always can. A mask built by hand,
+merged or imported is rebuilt by the Python call from its parts or from the exported files,
+and `outlier-lab mask show` shows what such a file holds; a fine-tune that has ended is
+repeated with the config its run recorded.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ class Code:
     note: str | None = None
 
 
-def code_for(kind: str, inputs: dict) -> Code:
+def code_for(kind: str, inputs: dict, results: dict | None = None) -> Code:
     try:
-        return {"scan": _scan, "intervene": _intervene, "mask": _mask, "run": _run}.get(kind, _none)(inputs)
+        if kind == "run":
+            return _run(inputs, (results or {}).get("final"))
+        return {"scan": _scan, "intervene": _intervene, "mask": _mask}.get(kind, _none)(inputs)
     except (KeyError, TypeError, AttributeError) as err:  # an entry posted by hand need not carry a request's fields
         return Code(None, "# this entry's inputs do not say enough to reproduce it", f"its inputs lack or misstate {err}")
 
@@ -91,6 +96,12 @@ def _intervene(inputs: dict) -> Code:
 
 
 def _mask(inputs: dict) -> Code:
+    if "build" in inputs:
+        return _built(inputs)
+    if "merge" in inputs:
+        return _merged(inputs)
+    if "import" in inputs:
+        return _imported(inputs)
     suggest = inputs.get("suggest")
     if not suggest:
         return Code(None, "from outlier_core.select.mask_files import load_mask\n\nmask = load_mask('MASK.json')  # exported from the Selection page",
@@ -114,10 +125,71 @@ def _mask(inputs: dict) -> Code:
     return Code(shlex.join(cli), python)
 
 
-def _run(inputs: dict) -> Code:
+def _exported(mask_id: str) -> str:
+    return f"mask-{mask_id}.json"
+
+
+def _built(inputs: dict) -> Code:
+    """Parts and dims added by clicks, to a new mask or onto the one the tab had open."""
+    build = inputs["build"]
+    parts = [(p["parameter"], p["kind"], p["index"], p.get("source", "click")) for p in build.get("parts") or []]
+    dims = [(d["layer"], d["dim"]) for d in build.get("dims") or []]
+    onto = build.get("onto")
+    start = (f"mask = load_mask({_exported(onto)!r})  # the mask it extended, exported from the Selection page" if onto
+             else f"mask = SelectionMask.empty(model, {build.get('name', 'my selection')!r})")
+    python = "\n".join([
+        "from outlier_core.load.models import load_model",
+        "from outlier_core.select.mask_files import load_mask" if onto else "from outlier_core.select.masks import SelectionMask",
+        "from outlier_core.select.mask_rules import extended",
+        "",
+        _load(inputs),
+        start,
+        f"mask = extended(model, mask, parts={parts!r}, dims={dims!r})",
+        "mask.save('mask.json')",
+        "print(mask.count)",
+    ])
+    cli = ["outlier-lab", "mask", "show", "mask.json", "--json"]
+    return Code(shlex.join(cli), python, "the CLI builds masks by the rules only: run the Python call first; the command then shows the mask it wrote")
+
+
+def _merged(inputs: dict) -> Code:
+    merge = inputs["merge"]
+    files = [_exported(mask_id) for mask_id in merge["ids"]]
+    python = "\n".join([
+        "from outlier_core.select.mask_files import load_mask",
+        "",
+        f"masks = [load_mask(path) for path in {files!r}]  # each exported from the Selection page",
+        f"mask = masks[0].renamed({merge['name']!r})",
+        "for other in masks[1:]:",
+        "    mask = mask.with_parts(list(other.parts), other.shapes)",
+        "mask.save('mask.json')",
+        "print(mask.count)",
+    ])
+    return Code(None, python, f"the CLI does not merge masks: export {', '.join(files)} from the Selection page, then run the Python call")
+
+
+def _imported(inputs: dict) -> Code:
+    filename = inputs["import"]["filename"]
+    python = "\n".join([
+        "from outlier_core.select.mask_files import load_mask",
+        "",
+        f"mask = load_mask({filename!r})",
+        "print(mask.count)",
+    ])
+    return Code(shlex.join(["outlier-lab", "mask", "show", filename, "--json"]), python, f"run it where {filename} is")
+
+
+# A run's recorded config -> the finetune flags that repeat it.
+CONFIG_FLAGS = {"steps": "--steps", "lr": "--lr", "full_lr": "--full-lr", "weight_decay": "--weight-decay", "batch_size": "--batch-size",
+                "seq_len": "--seq-len", "seed": "--seed", "lora_rank": "--lora-rank"}
+
+
+def _run(inputs: dict, final: dict | None = None) -> Code:
+    """The launch as asked; once the run has ended, with every setting its config recorded."""
     baselines = inputs.get("baselines") or []
-    cli = ["outlier-lab", "finetune", *_model_args(inputs), "--mask", "mask.safetensors", "--steps", str(inputs["steps"]), "--lr", repr(inputs["lr"]),
-           *(["--baseline", *baselines] if baselines else []), "--json"]
+    config = (final or {}).get("config") or {"steps": inputs["steps"], "lr": inputs["lr"]}
+    flags = [arg for key, flag in CONFIG_FLAGS.items() if config.get(key) is not None for arg in (flag, repr(config[key]))]
+    cli = ["outlier-lab", "finetune", *_model_args(inputs), "--mask", "mask.safetensors", *flags, *(["--baseline", *baselines] if baselines else []), "--json"]
     python = "\n".join([
         "from outlier_core.load.models import load_model",
         "from outlier_core.select.mask_files import load_mask",
@@ -126,7 +198,7 @@ def _run(inputs: dict) -> Code:
         "",
         _load(inputs),
         "mask = load_mask('mask.safetensors')  # exported from the Selection page",
-        f"config = train_data.TrainConfig(steps={inputs['steps']}, lr={inputs['lr']!r})",
+        f"config = train_data.TrainConfig({', '.join(f'{key}={config[key]!r}' for key in CONFIG_FLAGS if config.get(key) is not None)})",
         f"data = train_data.make_data(model, train_data.load_corpus({inputs.get('data', 'prose')!r}), config)",
         f"compare(model, mask, {tuple(baselines)!r}, data, config, 'runs/notebook-run')",
     ])

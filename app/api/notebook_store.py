@@ -68,6 +68,11 @@ class NotebookStore:
             rows = db.execute("SELECT * FROM notebook WHERE session = ? ORDER BY created DESC", (session,)).fetchall()
         return [_row(r) for r in rows]
 
+    def set_results(self, entry_id: str, results: dict) -> None:
+        """What an entry's work came to once it ended (a fine-tune's final numbers)."""
+        with self._transaction() as db:
+            db.execute("UPDATE notebook SET results = ? WHERE id = ?", (json.dumps(results), entry_id))
+
     def delete(self, session: str, entry_id: str) -> bool:
         with self._transaction() as db:
             return db.execute("DELETE FROM notebook WHERE session = ? AND id = ?", (session, entry_id)).rowcount > 0

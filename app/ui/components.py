@@ -107,11 +107,20 @@ DEFAULT_MASK_NAME = "my selection"
 
 
 def add_to_mask(mask: dict | None, parts: list[dict] | None = None, dims: list[dict] | None = None) -> dict:
-    """The current mask with more parts (a new mask when the tab has none). Raises ApiProblem."""
+    """The current mask with more parts (a new mask when the tab has none), recorded in the
+    notebook. Raises ApiProblem."""
     client = api()
-    if mask:
-        return client.extend_mask(mask["id"], parts, dims)
-    return client.create_mask(DEFAULT_MASK_NAME, parts, dims)
+    built = client.extend_mask(mask["id"], parts, dims) if mask else client.create_mask(DEFAULT_MASK_NAME, parts, dims)
+    build = {"parts": parts or [], "dims": dims or [], "onto": mask["id"] if mask else None, "name": built["name"]}
+    added = " and ".join(f"{len(items)} {what}" for items, what in ((parts or [], "part(s)"), (dims or [], "dim(s)")) if items)
+    record_mask(f"added {added} by hand: {mask_line(built)}", {"build": build}, built)
+    return built
+
+
+def record_mask(title: str, inputs: dict, mask: dict) -> None:
+    """A mask made in this tab, in the notebook: what made it, and its id, count and parts as the API answered."""
+    record("mask", title, {"name": mask["model"]["name"], "device": None}, {**inputs, "mask_id": mask["id"]},
+           {"count": mask["count"], "parts": len(mask["parts"])})
 
 
 def listed_mask(mask_id: str) -> dict | None:

@@ -1,7 +1,8 @@
 """The lab notebook: what a browser session did, listed, exported, each entry with copy-as-code.
 
 The store opens on first use beside the experiments (runs_dir/sweeps); SQLite runs in worker
-threads, never on the event loop.
+threads, never on the event loop. A run entry whose job has ended gets the run's final numbers
+when the notebook is next read (`notebook_runs`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from app.api.deps import SettingsDep
 from app.api.errors import ApiError
 from app.api.notebook_code import code_for
+from app.api.notebook_runs import with_final_numbers
 from app.api.notebook_store import NotebookRow, NotebookStore
 from app.api.schemas.common import ERROR_RESPONSES, error
 from app.api.schemas.notebook import SESSION_PATTERN, NotebookEntryOut, NotebookIn, NotebookOut
@@ -41,8 +43,13 @@ def get_notebook(request: Request, settings: SettingsDep) -> NotebookStore:
 NotebookDep = Annotated[NotebookStore, Depends(get_notebook)]
 
 
+def listed(request: Request, store: NotebookStore, session: str) -> list[NotebookRow]:
+    """The session's entries, newest first, run entries completed once their job has ended (in a worker thread)."""
+    return with_final_numbers(store, request.app.state.jobs, store.list(session))
+
+
 def entry_out(row: NotebookRow) -> NotebookEntryOut:
-    return NotebookEntryOut(**asdict(row), code=asdict(code_for(row.kind, row.inputs)))
+    return NotebookEntryOut(**asdict(row), code=asdict(code_for(row.kind, row.inputs, row.results)))
 
 
 @router.post("", response_model=NotebookEntryOut, status_code=201, responses=ERROR_RESPONSES | error(413, "the entry is too large"))
@@ -55,15 +62,15 @@ async def add_entry(body: NotebookIn, store: NotebookDep) -> NotebookEntryOut:
 
 
 @router.get("", response_model=NotebookOut, responses=ERROR_RESPONSES)
-async def list_entries(session: SESSION_QUERY, store: NotebookDep) -> NotebookOut:
-    rows = await anyio.to_thread.run_sync(store.list, session)
+async def list_entries(session: SESSION_QUERY, request: Request, store: NotebookDep) -> NotebookOut:
+    rows = await anyio.to_thread.run_sync(listed, request, store, session)
     return NotebookOut(entries=[entry_out(row) for row in rows])
 
 
 @router.get("/export", response_class=Response, responses=ERROR_RESPONSES | {200: {"content": {"application/json": {}, "text/csv": {}}, "description": "the notebook"}})
-async def export(session: SESSION_QUERY, store: NotebookDep, file_format: Annotated[Literal["json", "csv"], Query(alias="format")] = "json") -> Response:
+async def export(session: SESSION_QUERY, request: Request, store: NotebookDep, file_format: Annotated[Literal["json", "csv"], Query(alias="format")] = "json") -> Response:
     """The session's notebook as JSON (every field, code included) or CSV (one row per entry, inputs and results as JSON cells)."""
-    entries = [entry_out(row) for row in await anyio.to_thread.run_sync(store.list, session)]
+    entries = [entry_out(row) for row in await anyio.to_thread.run_sync(listed, request, store, session)]
     headers = {"Content-Disposition": f'attachment; filename="notebook.{file_format}"'}
     if file_format == "json":
         return Response(NotebookOut(entries=entries).model_dump_json(indent=2), media_type="application/json", headers=headers)

@@ -18,7 +18,7 @@ dash.register_page(__name__, path="/notebook", name="Notebook", order=8, title="
 
 ENTRIES = "nb-entries"
 POLL = "nb-poll"
-SEEN = "nb-seen"  # the ids last drawn: the list is redrawn only when they change
+SEEN = "nb-seen"  # the ids last drawn (runs marked once final): the list is redrawn only when they change
 EXPORT = "nb-export"  # pattern id {"type": EXPORT, "format": "json" | "csv"}
 DOWNLOAD = "nb-download"
 DELETE = "nb-delete"  # pattern id {"type": DELETE, "entry"}
@@ -79,10 +79,34 @@ def entry_card(entry: dict) -> html.Section:
             html.Button("Delete", id={"type": DELETE, "entry": entry["id"]}, className="button danger small", n_clicks=0),
         ], className="entry-head"),
         html.Div(entry["title"], className="entry-title"),
+        final_line(entry["results"].get("final")) if entry["kind"] == "run" else None,
         html.Details([html.Summary("inputs and results"), html.Pre(str({"inputs": entry["inputs"], "results": entry["results"]}), className="code")]),
         *blocks,
         note(code["note"]) if code.get("note") else None,
     ], className="card notebook-entry", id=f"nb-entry-{entry['id']}", **{"data-kind": entry["kind"]})
+
+
+def final_line(final: dict | None) -> html.Div | None:
+    """A run's end, once its job has ended: state, run id, and per method the last training loss and the held-out loss after."""
+    if not final:
+        return None
+    said = [f"{final['state']} at step {final['step']} of {final['total']}"]
+    if final.get("error"):
+        said.append(final["error"])
+    if final.get("run_id"):
+        said.append(f"run {final['run_id']}")
+        said.append(f"held-out loss before {format_loss(final['eval_before']['loss'])}")
+        said.extend(f"{r['name']}: last training loss {format_loss(r['final_loss'])}, held-out after {format_loss(r['eval_after']['loss'])}" for r in final["runs"])
+    return html.Div(" · ".join(said), className="entry-final")
+
+
+def format_loss(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def seen_key(entries: list[dict]) -> list[str]:
+    """What the list shows: its entries, and which runs have their final numbers (they arrive when the job ends)."""
+    return [e["id"] + ("+final" if "final" in e["results"] else "") for e in entries]
 
 
 @dash.callback(Output(ENTRIES, "children"), Output(SEEN, "data"), Input(POLL, "n_intervals"), State(SEEN, "data"))
@@ -94,7 +118,7 @@ def show_entries(_n, seen: list | None):
         entries = api().notebook(session)["entries"]
     except ApiProblem as problem:
         return problem_box(problem, "read the notebook"), None
-    ids_now = [e["id"] for e in entries]
+    ids_now = seen_key(entries)
     if ids_now == seen:
         return no_update, no_update
     if not entries:

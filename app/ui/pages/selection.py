@@ -21,6 +21,7 @@ from app.ui.components import (
     note,
     problem_box,
     record,
+    record_mask,
     spinner,
     table,
     user_action,
@@ -168,7 +169,9 @@ def suggested(client: ApiClient, name: str | None, budget: int | None, window: i
 def merged_in(client: ApiClient, current: dict, suggestion: dict, message: html.Div) -> tuple:
     """(the open mask and the suggestion merged into a new mask, message); the open mask stays as it
     was (Undo goes back to it) and the suggestion, now inside the merge, leaves the server's list. Raises ApiProblem."""
-    merged = client.merge_masks([current["id"], suggestion["id"]], f"{current['name']} + {suggestion['name']}")
+    name = f"{current['name']} + {suggestion['name']}"
+    merged = client.merge_masks([current["id"], suggestion["id"]], name)
+    record_mask(f"merged {name}: {mask_line(merged)}", {"merge": {"ids": [current["id"], suggestion["id"]], "name": name}}, merged)
     client.delete_mask(suggestion["id"])
     return merged, html.Div([message, note(f"Merged into {current['name']}: now {mask_line(merged)}. Undo goes back to {current['name']}.", "ok")])
 
@@ -178,6 +181,7 @@ def imported(client: ApiClient, contents: str | None, filename: str | None) -> t
     if not contents:
         return no_update, no_update
     mask = client.import_mask(filename or "mask", base64.b64decode(contents.split(",", 1)[1]))
+    record_mask(f"imported {filename}: {mask_line(mask)}", {"import": {"filename": filename or "mask"}}, mask)
     return mask, note(f"Imported {filename}.", "ok")
 
 
