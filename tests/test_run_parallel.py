@@ -1,10 +1,13 @@
 """Runs over several processes and several runs at once: 2-process data parallel (gloo on
-the CPU) against one process, two runs through a local Ray, a TensorBoard tracker."""
+the CPU) against one process, launched by torchrun and by accelerate, two runs through a
+local Ray, a TensorBoard tracker."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +25,7 @@ from outlier_core.tune import train_data
 from outlier_core.tune.comparison import compare
 from outlier_core.tune.distributed import World
 from outlier_core.tune.executor import run_many
-from outlier_core.tune.run_config import RunConfig
+from outlier_core.tune.run_config import RunConfig, write_config
 from outlier_core.tune.run_process import RunProcess, follow
 from outlier_core.tune.train_data import TrainConfig
 
@@ -66,6 +69,23 @@ def test_two_processes_train_what_one_process_does_at_the_same_global_batch(tiny
         assert all(torch.allclose(deltas[k], expected[k], atol=1e-6) for k in deltas)
     assert method_files(two) == method_files(one) and method_files(one) >= {"mask/deltas.safetensors", "lora/deltas.safetensors"}
     assert {"comparison.json", "result.json", "status.json", "run_config.json"} <= {p.name for p in two.iterdir()}
+
+
+def test_accelerate_launch_runs_the_entry_point_on_two_ranks(tiny: LoadedModel, tmp_path: Path) -> None:
+    # `--multi_gpu` is accelerate's torch.distributed.run path, on the CPU too (gloo); its
+    # `--cpu` takes the single-process launcher (README: Runs as processes).
+    mask = write_mask(tiny, tmp_path)
+    train = TrainConfig(steps=2, batch_size=4, seq_len=16)
+    config_path = write_config(tmp_path, RunConfig(model="tiny-random", mask="input_mask.safetensors", train=train, data="code", device="cpu", processes=2))
+    accelerate = Path(sys.executable).with_name("accelerate")
+    command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "-m", "outlier_core.tune.run_main", "--config", str(config_path)]
+    launched = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert "[rank 0]" in launched.stderr and "[rank 1]" in launched.stderr
+    reference = compare(tiny, mask, (), train_data.make_data(tiny, train_data.load_corpus("code"), train), train, tmp_path / "one").runs[0]
+    ours = json.loads((tmp_path / "result.json").read_text())["runs"][0]
+    assert ours["train_loss"] == pytest.approx(list(reference.train_loss), rel=1e-5)
+    assert ours["eval_after"]["loss"] == pytest.approx(reference.eval_after.loss, rel=1e-5)
 
 
 def test_a_batch_that_does_not_split_over_the_processes_is_refused_up_front(tiny: LoadedModel, tmp_path: Path) -> None:

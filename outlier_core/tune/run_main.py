@@ -2,6 +2,7 @@
 
     python -m outlier_core.tune.run_main --config FOLDER/run_config.json
     torchrun --standalone --nproc_per_node=2 -m outlier_core.tune.run_main --config ...
+    accelerate launch --multi_gpu --num_processes 2 -m outlier_core.tune.run_main --config ...
 
 It loads the model, checks the mask and the data, trains the mask and the baselines
 (`comparison.run_comparison`) and writes the folder; its progress and final state go to
