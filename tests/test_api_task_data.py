@@ -89,6 +89,8 @@ def test_a_finetune_naming_the_upload_trains_on_it(client: TestClient, runs_dir:
     mask = client.post("/api/masks", json={"name": "row", "parts": [{"parameter": DOWN, "kind": "rows", "index": [3]}]}).json()
     unknown = client.post("/api/finetune", json={"mask_id": mask["id"], "data": "task-000000000000", "steps": 1})
     assert unknown.status_code == 422 and unknown.json()["field"] == "data"
+    neither = client.post("/api/finetune", json={"mask_id": mask["id"], "data": "poetry", "steps": 1})
+    assert neither.status_code == 422 and neither.json()["field"] == "data" and "task-" in neither.json()["detail"]
 
     started = client.post("/api/finetune", json={"mask_id": mask["id"], "data": task["id"], "steps": 2, "batch_size": 2})
     assert started.status_code == 202, started.text

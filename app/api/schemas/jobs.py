@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from app.api.schemas.common import FiniteFloat, Request
-from app.api.schemas.task_data import TaskDataId
+from app.api.schemas.task_data import data_choice
 from outlier_core.intervene.corpus import BUNDLED, MAX_FILE_BYTES
 from outlier_core.tune.jobs import JobStatus
 from outlier_core.tune.methods import BASELINES
@@ -16,6 +16,7 @@ from outlier_core.tune.task_data import BUNDLED_TASKS
 from outlier_core.tune.train_data import Checkpoint
 
 Baseline = Literal[BASELINES]  # type: ignore[valid-type]
+FinetuneData = data_choice(BUNDLED + BUNDLED_TASKS, "a bundled corpus or task, or an uploaded task's id (POST /api/task-data): task rows train on their completions")
 
 
 class FinetuneIn(Request):
@@ -32,9 +33,7 @@ class FinetuneIn(Request):
     checkpoint: Checkpoint = Field(
         default="auto", description="recompute block activations in the backward pass; auto: for the mask, random and ln runs"
     )
-    data: Literal[BUNDLED + BUNDLED_TASKS] | TaskDataId = Field(  # type: ignore[valid-type]
-        default="prose", description="a bundled corpus or task, or an uploaded task's id (POST /api/task-data): task rows train on their completions"
-    )
+    data: FinetuneData = "prose"  # type: ignore[valid-type]
     data_text: str | None = Field(default=None, min_length=1, max_length=MAX_FILE_BYTES, description="or your own text (passages split at blank lines)")
     processes: int | None = Field(
         default=None, ge=1, le=64,

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field
 
 from app.api.schemas.common import FiniteFloat, Request
-from app.api.schemas.task_data import TaskDataId
+from app.api.schemas.task_data import data_choice
 from outlier_core.select import RULES
 from outlier_core.tune.methods import METHODS
 from outlier_core.tune.sweep.report import SweepBrief
@@ -17,6 +17,7 @@ from outlier_core.tune.task_data import BUNDLED_TASKS
 
 Method = Literal[METHODS]  # type: ignore[valid-type]
 Rule = Literal[RULES]  # type: ignore[valid-type]
+SweepData = data_choice(BUNDLED_TASKS, "a bundled task (scored by lm-eval too), or an uploaded task's id (POST /api/task-data: held-out loss only)")
 MAX_API_TRIALS = 200  # a sweep started over HTTP; the CLI takes larger grids
 
 
@@ -33,9 +34,7 @@ class SweepIn(Request):
     full_lr: FiniteFloat = Field(default=1e-4, gt=0)
     batch_size: int = Field(default=8, ge=1, le=1024)
     held_out: int = Field(default=160, ge=1, le=100_000, description="held-out rows scored for the loss")
-    data: Literal[BUNDLED_TASKS] | TaskDataId = Field(  # type: ignore[valid-type]
-        default="outlier_reviews", description="a bundled task (scored by lm-eval too), or an uploaded task's id (POST /api/task-data: held-out loss only)"
-    )
+    data: SweepData = "outlier_reviews"  # type: ignore[valid-type]
     eval_limit: int | None = Field(default=None, ge=1, le=100_000, description="score each lm-eval task's first items only")
 
 

@@ -1,12 +1,23 @@
-"""Uploaded task data: what an upload holds, and the id a fine-tune or sweep names it by."""
+"""Uploaded task data: what an upload holds, and the `data` fields that name one by id."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
-TaskDataId = Annotated[str, Field(pattern=r"^task-[0-9a-f]{12}$", description="an upload's id, from POST /api/task-data")]
+from app.api.task_uploads import UPLOAD_ID
+
+
+def data_choice(bundled: tuple[str, ...], description: str) -> Any:
+    """A `data` field: one of `bundled`, or an upload's id; refused as `data` naming both kinds."""
+
+    def check(value: str) -> str:
+        if value in bundled or UPLOAD_ID.fullmatch(value):
+            return value
+        raise ValueError(f"choose {', '.join(bundled)}, or an uploaded task's id (task-…, from POST /api/task-data)")
+
+    return Annotated[str, Field(min_length=1, max_length=64, description=description, examples=[*bundled, "task-0123456789ab"]), AfterValidator(check)]
 
 
 class TaskDataOut(BaseModel):
