@@ -104,3 +104,15 @@ def test_a_finetune_naming_the_upload_trains_on_it(client: TestClient, runs_dir:
     assert (result["data"]["source"], result["data"]["train_blocks"], result["data"]["held_out_blocks"]) == ("reviews.jsonl", 8, 2)
     [config] = [json.loads(p.read_text()) for p in runs_dir.rglob("run_config.json")]
     assert Path(config["data"]) == (runs_dir / "task_data" / task["id"] / "reviews.jsonl").resolve()
+
+
+@pytest.mark.real
+def test_chat_rows_are_checked_through_smollm2s_chat_template(smol: LoadedModel, tmp_path: Path) -> None:
+    chat = [{"messages": [{"role": "user", "content": f"Is {i} odd?"}, {"role": "assistant", "content": "yes" if i % 2 else "no"}]} for i in range(5)]
+    with TestClient(create_app(Settings(runs_dir=tmp_path / "runs"), model=smol)) as smol_client:
+        good = upload(smol_client, "chat.jsonl", jsonl(chat))
+        assert good.status_code == 201, good.text
+        assert (good.json()["rows"], good.json()["train"], good.json()["held_out"]) == (5, 4, 1)
+        no_reply = chat[:2] + [{"messages": [{"role": "user", "content": "Is 7 odd?"}, {"role": "user", "content": "Answer!"}]}]
+        refused = upload(smol_client, "chat.jsonl", jsonl(no_reply))
+        assert refused.status_code == 422 and "chat.jsonl line 3 must end with an \"assistant\" message" in refused.json()["detail"]
