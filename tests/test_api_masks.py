@@ -259,6 +259,8 @@ def test_job_status_never_waits_behind_a_forward_pass(tiny: LoadedModel, runs_di
         ({"baselines": ["everything"]}, 422, "baselines[0]"),
         ({"lr": -1}, 422, "lr"),
         ({"checkpoint": "sometimes"}, 422, "checkpoint"),
+        ({"shard": "zero3"}, 422, "shard"),
+        ({"shard": "fsdp", "baselines": ["random"]}, 422, "shard"),
     ],
 )
 def test_finetune_requests_with_bad_input_are_refused_up_front(client: TestClient, body: dict, status: int, field: str) -> None:
@@ -267,6 +269,21 @@ def test_finetune_requests_with_bad_input_are_refused_up_front(client: TestClien
     assert response.status_code == status, response.text
     assert response.json()["field"] == field
     assert client.get("/api/jobs").json()["jobs"] == []
+
+
+def test_a_sharded_finetune_refuses_a_norm_entry_up_front_and_trains_a_linear_mask(client: TestClient) -> None:
+    norm = create(client, parts=[{"parameter": "model.layers.0.input_layernorm.weight", "kind": "entries", "index": [[1]]}])
+    refused = client.post("/api/finetune", json={"mask_id": norm["id"], "shard": "fsdp"})
+    assert refused.status_code == 422 and refused.json()["field"] == "shard"
+    assert "Linear" in refused.json()["detail"] and client.get("/api/jobs").json()["jobs"] == []
+
+    mask = create(client, parts=[{"parameter": DOWN, "kind": "rows", "index": [3]}])
+    job = client.post("/api/finetune", json={"mask_id": mask["id"], "shard": "fsdp", "steps": 2, "seq_len": 32, "batch_size": 2}).json()
+    status = wait_finished(client, job["id"])
+    assert status["state"] == "done", status["error"]
+    assert job["params"]["shard"] == "fsdp"
+    [run] = client.get(f"/api/jobs/{job['id']}/result").json()["runs"]
+    assert run["method"] == "mask" and run["trainable"] == mask["count"] == 128
 
 
 def test_unknown_jobs_are_404(client: TestClient) -> None:

@@ -541,6 +541,14 @@ def test_a_fine_tune_job_is_followed_to_its_results(ui: dash.Dash) -> None:
     assert outliers.data[0].name == "base model"
 
 
+def test_the_shard_choice_reaches_the_api_which_refuses_a_norm_mask(ui: dash.Dash) -> None:
+    with fired_by(f"{ids.SL_SUGGEST}.n_clicks", 1):
+        mask, _ = page("selection").change_mask(1, 0, None, 0, None, "sh", 32, 0, "prompt", ["norm_outliers"], None, {"text": TEXT, "prepend_bos": True})
+    with fired_by(f"{ids.FT_START}.n_clicks", 1):
+        job, message = page("finetune").start_or_cancel(1, 0, mask, [], 3, 1e-3, "prose", None, "auto", None, None, None, None, ["fsdp"])
+    assert job is dash.no_update and "layernorm.weight is not a Linear weight" in str(message.children)  # the norm rule's entries
+
+
 def test_a_fine_tune_without_a_mask_says_so(ui: dash.Dash) -> None:
     with fired_by(f"{ids.FT_START}.n_clicks", 1):
         job, message = page("finetune").start_or_cancel(1, 0, None, ["random"], 3, 1e-3, "prose", None, "auto", None)

@@ -236,9 +236,9 @@ class ApiClient:
     # ---- fine-tune jobs ----
 
     def start_finetune(self, mask_id: str, baselines: list[str], steps: int, lr: float, data: str = "prose", data_text: str | None = None,
-                       checkpoint: str = "auto", processes: int | None = None) -> dict:
+                       checkpoint: str = "auto", processes: int | None = None, shard: str | None = None) -> dict:
         body = {"mask_id": mask_id, "baselines": baselines, "steps": steps, "lr": lr, "data": data, "data_text": data_text, "checkpoint": checkpoint,
-                "processes": processes}
+                "processes": processes, "shard": shard}
         return self._call("POST", "/api/finetune", json=body)
 
     def jobs(self) -> dict:

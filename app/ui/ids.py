@@ -130,6 +130,7 @@ FT_LR = "ft-lr"
 FT_DATA = "ft-data"
 FT_CHECKPOINT = "ft-checkpoint"
 FT_PROCESSES = "ft-processes"  # data-parallel run processes (empty: the API's default)
+FT_SHARD = "ft-shard"  # ["fsdp"]: the model sharded over the run processes
 FT_UPLOAD = "ft-upload"
 FT_UPLOAD_NAME = "ft-upload-name"
 FT_START = "ft-start"

@@ -51,6 +51,17 @@ from outlier_core.tune.training import Cancelled, base_frozen, save_stopped, sto
 log = logging.getLogger(__name__)
 
 
+def linear_slots(root: nn.Module, mask: SelectionMask) -> dict[str, list]:
+    """Each masked parameter's owners (`sparse.module_slots`), refused naming `shard` unless
+    every owner holds it as a Linear's weight: the only place the output hook can add it."""
+    slots = module_slots(root)
+    for name in mask.coordinates:
+        held = slots.get(name, [])
+        if not held or any(not isinstance(slot.module, nn.Linear) or slot.attr != "weight" for slot in held):
+            raise InputError("shard", f"{name} is not a Linear weight; a sharded run trains Linear weights only")
+    return slots
+
+
 class LinearDeltas:
     """Trainable values at fixed flat positions of Linear weights, added by output hooks.
 
@@ -59,14 +70,12 @@ class LinearDeltas:
 
     def __init__(self, root: nn.Module, mask: SelectionMask, device: torch.device | str):
         self.mask = mask  # what `MaskMethod.save` writes beside the deltas
-        slots = module_slots(root)
+        slots = linear_slots(root, mask)
         self.index: dict[str, torch.Tensor] = {}
         self.values: dict[str, nn.Parameter] = {}
         self._hooks = []
         for name, flat in mask.coordinates.items():
-            held = slots.get(name, [])
-            if not held or any(not isinstance(slot.module, nn.Linear) or slot.attr != "weight" for slot in held):
-                raise InputError("shard", f"{name} is not a Linear weight; a sharded run trains Linear weights only")
+            held = slots[name]
             linear = held[0].module
             if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= linear.out_features * linear.in_features):
                 raise InputError("mask", f"the coordinates of {name} fall outside its shape {[linear.out_features, linear.in_features]}")

@@ -28,6 +28,7 @@ from outlier_core.tune.jobs import JobRunner, JobsBusy, JobStatus
 from outlier_core.tune.run_config import RunConfig
 from outlier_core.tune.run_process import LaunchOptions, prepare_run, run_job
 from outlier_core.tune.runs import list_runs
+from outlier_core.tune.sharded import linear_slots
 from outlier_core.tune.train_data import TrainConfig
 
 router = APIRouter(tags=["jobs"])
@@ -57,6 +58,8 @@ def _submit(model: LoadedModel, body: FinetuneIn, store: MaskStore, runner: JobR
     )
     data, source = training_data(model, body, config, settings)  # refuses too much or too little data now, not minutes later in the job
     plan_comparison(model, mask, tuple(body.baselines), data, config, mask_field="mask_id")
+    if body.shard:
+        linear_slots(model.hf_model, mask)
     processes = body.processes or default_processes(model.device, config.batch_size)
     try:
         World(size=processes).check_batch(config.batch_size, int(data.train.shape[0]))
@@ -66,7 +69,7 @@ def _submit(model: LoadedModel, body: FinetuneIn, store: MaskStore, runner: JobR
     run = RunConfig(
         model=model.name, mask=INPUT_MASK, baselines=tuple(dict.fromkeys(body.baselines)), train=config,
         data=source, data_text=body.data_text,
-        device=model.device, dtype=dtype_name(model.dtype), processes=processes,
+        device=model.device, dtype=dtype_name(model.dtype), processes=processes, shard=body.shard,
     )
     params = {**body.model_dump(exclude={"data_text"}), "processes": processes, "data": data.source, "mask_name": mask.name, "model": model.name}
     try:

@@ -68,6 +68,9 @@ def layout(**query) -> html.Div:
                           "in the backward pass: less memory, slower steps"),
                  labelled("Processes", dcc.Input(id=ids.FT_PROCESSES, type="number", value=url_state.read(query, "processes", int, None), min=1, max=64, step=1, placeholder="auto"),
                           "data-parallel run processes; empty: one per GPU, one on CPU"),
+                 labelled("Shard the model", dcc.Checklist(id=ids.FT_SHARD, options=[{"label": "FSDP2 over the processes", "value": "fsdp"}],
+                                                           value=url_state.listed(query, "shard", [])),
+                          "for a model larger than one device: trains the mask alone, on Linear weights"),
              ], className="controls"),
              dcc.Upload(id=ids.FT_UPLOAD, children=html.Div("Drop a UTF-8 text file (passages split at blank lines), or click to choose"), className="upload"),
              html.Div(id=ids.FT_UPLOAD_NAME, className="hint"),
@@ -128,18 +131,19 @@ def _uploaded_text(contents: str | None) -> str | None:
     Input(ids.FT_START, "n_clicks"), Input(ids.FT_CANCEL, "n_clicks"),
     State(ids.MASK, "data"), State(ids.FT_BASELINES, "value"), State(ids.FT_STEPS, "value"), State(ids.FT_LR, "value"),
     State(ids.FT_DATA, "value"), State(ids.FT_UPLOAD, "contents"), State(ids.FT_CHECKPOINT, "value"), State(ids.JOB, "data"),
-    State(ids.FT_PROCESSES, "value"), State(ids.MODEL, "data"), State(TASK, "data"),
+    State(ids.FT_PROCESSES, "value"), State(ids.MODEL, "data"), State(TASK, "data"), State(ids.FT_SHARD, "value"),
     running=[(Output(ids.FT_START, "disabled"), True, False)],  # one launch at a time: a second click while the first is pending does nothing
     prevent_initial_call=True,
 )
 def start_or_cancel(_s, _c, mask: dict | None, baselines: list[str], steps: int | None, lr: float | None, data: str, contents: str | None,
-                    checkpoint: str, job: dict | None, processes: int | None = None, model: dict | None = None, task: dict | None = None):
+                    checkpoint: str, job: dict | None, processes: int | None = None, model: dict | None = None, task: dict | None = None,
+                    shard: list[str] | None = None):
     action = user_action()
     if action is None:
         return no_update, no_update
     if action == ids.FT_CANCEL:
         return no_update, cancelled(job)
-    job, message = started(mask, baselines, steps, lr, data, contents, checkpoint, processes, task)
+    job, message = started(mask, baselines, steps, lr, data, contents, checkpoint, processes, task, shard)
     if isinstance(job, dict):
         inputs = {"mask_id": mask["id"], "mask_name": mask["name"], "steps": int(steps), "lr": float(lr), "baselines": baselines or [], "data": data, "job": job["id"]}
         record("run", f"fine-tune of {mask['name']}: {int(steps)} steps, lr {float(lr):g}, baselines {', '.join(baselines or []) or 'none'}", model, inputs, {"job": job["id"]})
@@ -158,7 +162,7 @@ def cancelled(job: dict | None) -> html.Div:
 
 
 def started(mask: dict | None, baselines: list[str], steps: int | None, lr: float | None, data: str, contents: str | None, checkpoint: str,
-            processes: int | None = None, task: dict | None = None) -> tuple:
+            processes: int | None = None, task: dict | None = None, shard: list[str] | None = None) -> tuple:
     """(the job to follow, what happened) after the start button, or (no_update, why not)."""
     if not mask:
         return no_update, problem_box("Build or pick a mask on the Selection page first.")
@@ -173,7 +177,7 @@ def started(mask: dict | None, baselines: list[str], steps: int | None, lr: floa
     source = {"upload": "prose", "task": (task or {}).get("id")}.get(data, data)  # a text upload travels as data_text
     try:
         status = api().start_finetune(mask["id"], baselines or [], int(steps), float(lr), data=source, data_text=text,
-                                      checkpoint=checkpoint, processes=int(processes) if processes else None)
+                                      checkpoint=checkpoint, processes=int(processes) if processes else None, shard=(shard or [None])[0])
     except ApiProblem as problem:
         return no_update, problem_box(problem, "start the fine-tune")
     return {"id": status["id"]}, note(f"Started job {status['id']}; its progress follows below.{lr_warning(lr) or ''}", "ok")
@@ -335,6 +339,7 @@ def apply_run(_clicks: list[int], health: dict | None):
 view_in_url("/finetune", ids.FT_QUERY, {
     "baselines": Input(ids.FT_BASELINES, "value"), "steps": Input(ids.FT_STEPS, "value"), "lr": Input(ids.FT_LR, "value"), "data": Input(ids.FT_DATA, "value"),
     "checkpoint": Input(ids.FT_CHECKPOINT, "value"), "processes": Input(ids.FT_PROCESSES, "value"),
+    "shard": Input(ids.FT_SHARD, "value"),
 })
 
 
