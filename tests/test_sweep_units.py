@@ -130,3 +130,14 @@ def test_trial_metrics_read_a_runs_result():
         "held_out_loss": 2.0, "base.held_out_loss": 3.0, "trainable": 12.0, "peak_memory_mb": 9.5, "step_s": 2.0, "tokens_per_s": 100.0,
         "t.acc": 0.75, "t.acc_norm": 0.7, "base.t.acc": 0.5,
     }
+
+
+def test_concurrent_trials_spread_over_the_gpus_of_a_box_and_share_any_other_device() -> None:
+    from outlier_core.tune.sweep.runner import default_concurrent, trial_devices
+
+    assert default_concurrent("cuda", 4) == default_concurrent(None, 4) == 4  # one trial per GPU
+    assert default_concurrent("cpu", 4) == default_concurrent("cuda:1", 4) == default_concurrent(None, 0) == 1
+    assert trial_devices("cuda", 4, 4) == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
+    assert trial_devices(None, 3, 2) == ["cuda:0", "cuda:1", "cuda:0"]  # more workers than GPUs: round robin
+    assert trial_devices("cuda:1", 2, 4) == [None, None]  # a pinned device stays every trial's own
+    assert trial_devices("cpu", 2, 4) == trial_devices(None, 2, 0) == [None, None]

@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-tasks", type=lambda v: tuple(t for t in v.split(",") if t), default=None, help="lm-eval tasks after each trial (default: the bundled task)")
     parser.add_argument("--eval-limit", type=positive_int, default=None, help="score each lm-eval task's first items only")
     parser.add_argument("--out", default="sweeps", help="the sweep store: DIR/sweeps.sqlite, DIR/trials/, DIR/<sweep id>/ (default: %(default)s)")
-    parser.add_argument("--concurrent", type=positive_int, default=1, help="trials at a time on this machine (default: %(default)s)")
+    parser.add_argument("--concurrent", type=positive_int, default=None, help="trials at a time on this machine, each GPU's own on a GPU box (default: one per GPU there, else one)")
     parser.add_argument("--ray-address", default=None, help="run each trial as a Ray task on this cluster ('auto' for a running one)")
     parser.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG/SVG Pareto plots")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")

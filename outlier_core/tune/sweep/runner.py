@@ -12,7 +12,8 @@ died too. Failed and cancelled trials are started again.
 
 Trials run one after another here, `concurrent` at a time in threads, or each as a Ray task
 through `tune.executor` when a Ray address is given (a Ray-run trial is not reattached
-after its sweep dies: it is started again).
+after its sweep dies: it is started again). On a box of GPUs a sweep on `cuda` (or on the
+default device) runs one trial per GPU by default, each worker holding its own `cuda:i`.
 """
 
 from __future__ import annotations
@@ -21,19 +22,22 @@ import argparse
 import json
 import logging
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import psutil
+import torch
 
 from outlier_core.contract import to_json, write_atomic
+from outlier_core.tune.run_config import RunConfig
 from outlier_core.tune.run_process import LaunchOptions, RunProcess, follow
 from outlier_core.tune.run_status import RunStatus, read_result, read_status
 from outlier_core.tune.sweep.config import SweepConfig, Trial, plan_trials, sweep_id
@@ -94,13 +98,14 @@ def run_sweep(
     root: str | Path,
     sweep: SweepConfig,
     options: LaunchOptions = LaunchOptions(),
-    concurrent: int = 1,
+    concurrent: int | None = None,
     ray_address: str | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     report: Callable[[TrialRecord], None] = lambda record: None,
     plots: bool = True,
 ) -> SweepOutcome:
-    """Register `sweep` in the store at `root`, run what is not done, write the results."""
+    """Register `sweep` in the store at `root`, run what is not done, write the results.
+    `concurrent` trials at a time (default: one per GPU on a GPU sweep, else one)."""
     store = SweepStore(root)
     sid = sweep_id(sweep)
     trials = plan_trials(sweep)
@@ -111,9 +116,20 @@ def run_sweep(
     todo = [trial for trial in trials if trial.key not in done_before]
     log.info("sweep %s: %d trials, %d done before, %d to run", sid, len(trials), len(done_before), len(todo))
 
+    gpus = torch.cuda.device_count()
+    concurrent = concurrent or default_concurrent(sweep.device, gpus)
+    devices: queue.Queue[str | None] = queue.Queue()
+    for device in trial_devices(sweep.device, concurrent, gpus):
+        devices.put(device)
+
     def one(trial: Trial) -> None:
-        if not should_stop():
-            report(run_trial(store, trial, options, ray_address, should_stop))
+        if should_stop():
+            return
+        device = devices.get()  # this worker's device, given back for the next trial
+        try:
+            report(run_trial(store, trial, options, ray_address, should_stop, device))
+        finally:
+            devices.put(device)
 
     try:
         if concurrent > 1:
@@ -135,15 +151,33 @@ def run_sweep(
     return SweepOutcome(sid, state, [trial_view(r, r.key in done_before) for r in records], summary, files)
 
 
-def run_trial(store: SweepStore, trial: Trial, options: LaunchOptions, ray_address: str | None, should_stop: Callable[[], bool]) -> TrialRecord:
-    """One trial to its end, its state and metrics committed in one transaction."""
+def default_concurrent(device: str | None, gpus: int) -> int:
+    """Trials at a time when none is asked: one per GPU for a sweep on `cuda` or the default device on a GPU box, else one."""
+    return gpus if gpus and device in (None, "cuda") else 1
+
+
+def trial_devices(device: str | None, concurrent: int, gpus: int) -> list[str | None]:
+    """The device each of `concurrent` trial workers runs on: a sweep on `cuda` (or the default
+    device) on a box of `gpus` GPUs spreads them over cuda:0..gpus-1, round robin; any other
+    device (cpu, a pinned cuda:K) is every worker's, and None leaves the trial's config as it is."""
+    if gpus and device in (None, "cuda"):
+        return [f"cuda:{i % gpus}" for i in range(concurrent)]
+    return [None] * concurrent
+
+
+def run_trial(
+    store: SweepStore, trial: Trial, options: LaunchOptions, ray_address: str | None, should_stop: Callable[[], bool], device: str | None = None,
+) -> TrialRecord:
+    """One trial to its end, its state and metrics committed in one transaction; on `device`
+    when given (a Ray trial goes where Ray places it)."""
     folder = store.root / store.trial(trial.key).folder
     final = _left_running(store, trial, folder, options, should_stop)
     if final is None:
         shutil.rmtree(folder, ignore_errors=True)  # what a dead run left: status, log, half-written files
         store.start_trial(trial.key)
         log.info("trial %s: %s at budget %d, seed %d (%s)", trial.key[:10], trial.method, trial.budget, trial.seed, trial.setting)
-        final = _launch(trial, folder, options, ray_address, should_stop)
+        config = trial.config if device is None or ray_address is not None else replace(trial.config, device=device)
+        final = _launch(config, folder, options, ray_address, should_stop)
     result = read_result(folder) if final.state == "done" else None
     if result is None:
         error = final.error if final.state != "done" else "the run reported done but wrote no result.json"
@@ -167,13 +201,13 @@ def _left_running(store: SweepStore, trial: Trial, folder: Path, options: Launch
     return status if status is not None and status.state == "done" else None
 
 
-def _launch(trial: Trial, folder: Path, options: LaunchOptions, ray_address: str | None, should_stop: Callable[[], bool]) -> RunStatus:
+def _launch(config: RunConfig, folder: Path, options: LaunchOptions, ray_address: str | None, should_stop: Callable[[], bool]) -> RunStatus:
     if ray_address is not None:
         from outlier_core.tune.executor import run_many
 
-        outcome = run_many([(trial.config, folder)], ray_address=ray_address, options=options)[0]
+        outcome = run_many([(config, folder)], ray_address=ray_address, options=options)[0]
         return RunStatus(outcome.state, error=outcome.error)
-    return follow(RunProcess.launch(folder, trial.config, options), lambda status: None, should_stop, cancel_timeout_s=options.cancel_timeout_s)
+    return follow(RunProcess.launch(folder, config, options), lambda status: None, should_stop, cancel_timeout_s=options.cancel_timeout_s)
 
 
 def results_folder(store: SweepStore, sid: str) -> Path:
@@ -240,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m outlier_core.tune.sweep.runner", description="Run (or resume) a sweep registered in a store.")
     parser.add_argument("--root", required=True, help="the store's folder (sweeps.sqlite)")
     parser.add_argument("--sweep", required=True, help="the sweep's id")
-    parser.add_argument("--concurrent", type=int, default=1, help="trials at a time (default: %(default)s)")
+    parser.add_argument("--concurrent", type=int, default=None, help="trials at a time (default: one per GPU on a GPU sweep, else one)")
     parser.add_argument("--memory-mb", type=int, default=None, help="address-space cap of each CPU trial process")
     parser.add_argument("--cancel-timeout-s", type=float, default=30.0, help="after SIGTERM, how long a trial may take to stop")
     args = parser.parse_args(argv)
