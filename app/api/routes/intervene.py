@@ -53,7 +53,7 @@ def _stopped(stop: RequestStop, done: int, total: int) -> ApiError:
     if stop.client_gone:
         return ApiError(CLIENT_GONE, "the client disconnected; the evaluation stopped")
     if stop.cancelled:
-        return ApiError(409, f"the evaluation was cancelled ({done} of {total} windows done)")
+        return ApiError(409, f"the evaluation was cancelled ({done} of {total} windows done)" if total else "the evaluation was cancelled before its first window")
     return ApiError(
         422, f"eval_text: scoring ran past the server's limit of {stop.seconds:g} s per request "
         f"({done} of {total} windows done); send a shorter text", "eval_text",
