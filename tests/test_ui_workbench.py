@@ -71,6 +71,7 @@ def test_a_new_prompt_drops_what_no_longer_fits_and_shows_only_its_own_results(t
 def test_results_follow_a_prompt_change_when_the_stack_still_fits(tiny_stack, page: Page) -> None:
     api, ui = tiny_stack
     page.goto(ui.url + "/layer?layer=1&position=2&dim=5")
+    expect(page.locator("#lx-selected")).to_contain_text("dim 5")  # the link's cell is picked: a press before that has nothing to act on
     page.get_by_role("button", name="Zero", exact=True).click()
     wait_for_stack(page, "pos 2 dim 5: zero")
     use_prompt(page, SUMMER)
@@ -84,6 +85,7 @@ def test_results_follow_a_prompt_change_when_the_stack_still_fits(tiny_stack, pa
 def test_one_item_of_the_stack_can_be_removed(tiny_stack, page: Page) -> None:
     api, ui = tiny_stack
     page.goto(ui.url + "/layer?layer=1&position=2&dim=5")
+    expect(page.locator("#lx-selected")).to_contain_text("dim 5")  # the link's cell is picked: a press before that has nothing to act on
     page.get_by_role("button", name="Zero", exact=True).click()
     wait_for_stack(page, "pos 2 dim 5: zero")
     page.goto(ui.url + "/layer?layer=1&position=3&dim=6")
@@ -246,6 +248,7 @@ def test_masks_merge_or_replace_with_undo_are_named_listed_deleted_and_lose_one_
     expect(page.locator("#sl-mask-line")).to_contain_text("my selection")
     hand_parts = page.locator(".parts-table tbody tr").count()
 
+    expect(page.locator("#sl-rules input:checked")).not_to_have_count(0)  # the rules arrive with the API's vocabulary
     page.locator("#sl-budget").fill("300")
     page.get_by_text("merge the suggestion into it", exact=True).click()
     page.get_by_role("button", name="Suggest", exact=True).click()

@@ -16,7 +16,7 @@ import threading
 import time
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -41,7 +41,6 @@ WHAT = {
     "/api/finetune": "a fine-tune check",
     "/api/sweeps": "a sweep check",
     "/api/model/deltas": "a change of deltas",
-    "/api/deltas": "the deltas' statistics",
 }
 
 
@@ -130,12 +129,12 @@ class QueueView:
     position: int | None  # 1 = next: where the asking client's first waiting turn stands
 
 
-@dataclass
 class ModelQueue:
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _turns: dict[int, _Turn] = field(default_factory=dict)  # arrival order
-    _works: dict[str, Work] = field(default_factory=dict)
-    _ids: Iterator[int] = field(default_factory=itertools.count)
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # guards the fields below; held for microseconds
+        self._turns: dict[int, _Turn] = {}  # arrival order
+        self._works: dict[str, Work] = {}
+        self._ids = itertools.count()
 
     # ---- turns: one call of ModelService.run ----
 
