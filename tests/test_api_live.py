@@ -232,4 +232,5 @@ def test_a_second_client_sees_its_place_behind_an_evaluation_and_its_progress_an
         answer = first.result(timeout=300)
         assert answer.status_code == 200, answer.text
         assert answer.json()["baseline"]["n_tokens"] == later["total"] * (WINDOW - 1)  # the progress counted the windows it scored
-    assert queue_of(httpx.Client(base_url=server.url)) == {"holder": None, "waiting": [], "works": [], "position": None}
+    with httpx.Client(base_url=server.url, timeout=10.0) as client:
+        assert queue_of(client) == {"holder": None, "waiting": [], "works": [], "position": None}  # nothing left behind
