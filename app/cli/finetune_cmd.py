@@ -27,7 +27,7 @@ from typing import Iterator
 from app.cli.common import CliError, add_model_arguments, emit_json, emit_lines, finite_float
 from app.cli.mask_cmd import positive_int
 from outlier_core.tune.methods import BASELINES
-from outlier_core.tune.run_config import SHARDINGS
+from outlier_core.tune.sharding import SHARDINGS
 from outlier_core.tune.tracking import TRACKERS
 
 

@@ -22,13 +22,13 @@ from outlier_core.errors import InputError
 from outlier_core.intervene.corpus import BUNDLED, Corpus, from_text
 from outlier_core.tune.mask_recipe import MaskRecipe
 from outlier_core.tune.methods import METHODS
+from outlier_core.tune.sharding import SHARDINGS
 from outlier_core.tune.task_data import BUNDLED_TASKS
 from outlier_core.tune.tracking import TRACKERS, Tracker
 from outlier_core.tune.train_data import TrainConfig, load_corpus
 
 CONFIG_FILE = "run_config.json"
-UPLOADED_TEXT = "your text"
-SHARDINGS = ("fsdp",)  # FSDP2's `fully_shard`  # the data's name when the text came inline (an upload)
+UPLOADED_TEXT = "your text"  # the data's name when the text came inline (an upload)
 
 
 @dataclass(frozen=True)

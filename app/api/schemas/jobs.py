@@ -11,13 +11,12 @@ from app.api.schemas.task_data import data_choice
 from outlier_core.intervene.corpus import BUNDLED, MAX_FILE_BYTES
 from outlier_core.tune.jobs import JobStatus
 from outlier_core.tune.methods import BASELINES
-from outlier_core.tune.run_config import SHARDINGS
 from outlier_core.tune.runs import RunSummary
+from outlier_core.tune.sharding import Sharding
 from outlier_core.tune.task_data import BUNDLED_TASKS
 from outlier_core.tune.train_data import Checkpoint
 
 Baseline = Literal[BASELINES]  # type: ignore[valid-type]
-Sharding = Literal[SHARDINGS]  # type: ignore[valid-type]
 FinetuneData = data_choice(BUNDLED + BUNDLED_TASKS, "a bundled corpus or task, or an uploaded task's id (POST /api/task-data): task rows train on their completions")
 
 
@@ -41,7 +40,7 @@ class FinetuneIn(Request):
         default=None, ge=1, le=64,
         description="data-parallel run processes, each a shard of every batch (batch_size must split evenly); default: one per GPU on CUDA (as many as split the batch), one on CPU",
     )
-    shard: Sharding | None = Field(  # type: ignore[valid-type]
+    shard: Sharding | None = Field(
         default=None,
         description="fsdp: shard the model over the processes (FSDP2) for a model larger than one device; trains the mask alone (no baselines), on Linear weights",
     )
