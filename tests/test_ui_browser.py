@@ -44,6 +44,7 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 STARTUP_S = 180  # importing TransformerLens takes ~6 s on an idle machine; CI's two cores are shared
+STOP_S = 30  # serve's own bound is ~10 s (the API's grace, then a kill); the rest is a loaded machine's slack
 MODEL_CALL_MS = 120_000  # one forward pass or intervention, on a busy CPU
 VIEWPORT = {"width": 1400, "height": 1000}
 expect.set_options(timeout=MODEL_CALL_MS)  # assertions wait for model calls on a busy CPU, not 5 s
@@ -75,6 +76,10 @@ def _start(args: list[str], runs_dir: Path, log: Path, port: int) -> Server:
     with log.open("wb") as sink:
         process = subprocess.Popen([sys.executable, "-m", "app.cli.main", *args, "--port", str(port)], env=_env(runs_dir), stdout=sink, stderr=subprocess.STDOUT)
     return Server(f"http://127.0.0.1:{port}", process, log)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait(server: Server, path: str, ready) -> None:
@@ -446,13 +451,18 @@ def test_serve_starts_api_and_ui_and_ctrl_c_stops_both(workdir: Path) -> None:
         serve = subprocess.Popen(
             [sys.executable, "-m", "app.cli.main", "serve", "--model", "tiny-random", "--device", "cpu", "--port", str(ui_port), "--api-port", str(api_port)],
             env=_env(workdir / "runs-serve"), stdout=sink, stderr=subprocess.STDOUT,
+            preexec_fn=_default_sigint,  # as a terminal's foreground job: a suite run in the background ignores SIGINT, and its children would too
         )
     server = Server(f"http://127.0.0.1:{ui_port}", serve, log)
     try:
         _wait(Server(f"http://127.0.0.1:{api_port}", serve, log), "/api/health", lambda r: r.json()["ready"])
         _wait(server, "/", lambda r: r.status_code == 200)
         serve.send_signal(signal.SIGINT)
-        assert serve.wait(timeout=30) == 0, server.tail()
+        try:
+            code = serve.wait(timeout=STOP_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"serve still ran {STOP_S} s after Ctrl-C:\n{server.tail()}")
+        assert code == 0, server.tail()
         for port in (api_port, ui_port):
             with socket.socket() as probe:  # nothing listens any more: both servers are gone
                 assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers after Ctrl-C"
