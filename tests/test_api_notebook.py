@@ -113,7 +113,7 @@ def test_a_run_entry_gets_its_jobs_final_numbers_and_config_once_the_job_ends(ht
     assert [(r["method"], r["final_loss"], r["eval_after"]) for r in final["runs"]] == [
         (r["method"], r["train_loss"][-1], r["eval_after"]) for r in result["runs"]]
     command = entry_of(http, entry["id"])["code"]["cli"]
-    for flag in ("--steps 2", "--lr 0.002", "--seq-len 16", "--batch-size 2", "--seed 5", "--baseline random"):
+    for flag in ("--data code", "--steps 2", "--lr 0.002", "--seq-len 16", "--batch-size 2", "--seed 5", "--baseline random"):
         assert flag in command  # the run's own config, not the CLI's defaults
     exported = json.loads(http.get("/api/notebook/export", params={"session": SESSION, "format": "json"}).text)
     assert exported["entries"][0]["results"]["final"] == final  # stored, not only shown

@@ -8,6 +8,10 @@ read back from disk, not from the API's answer."""
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -16,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.main import create_app
+from app.api.notebook_code import code_for
 from app.api.settings import Settings
 from outlier_core.load.models import LoadedModel
 
@@ -116,3 +121,22 @@ def test_chat_rows_are_checked_through_smollm2s_chat_template(smol: LoadedModel,
         no_reply = chat[:2] + [{"messages": [{"role": "user", "content": "Is 7 odd?"}, {"role": "user", "content": "Answer!"}]}]
         refused = upload(smol_client, "chat.jsonl", jsonl(no_reply))
         assert refused.status_code == 422 and "chat.jsonl line 3 must end with an \"assistant\" message" in refused.json()["detail"]
+
+
+def test_a_task_file_runs_copied_command_trains_on_the_same_split(client: TestClient, tmp_path: Path) -> None:
+    content = jsonl(rows(10))
+    task = upload(client, "reviews.jsonl", content).json()
+    mask = client.post("/api/masks", json={"name": "row", "parts": [{"parameter": DOWN, "kind": "rows", "index": [3]}]}).json()
+    inputs = {"model": "tiny-random", "device": "cpu", "mask_id": mask["id"], "steps": 1, "lr": 1e-3, "baselines": [], "data": "task", "job": "j"}
+    code = code_for("run", inputs)
+    assert "save the JSONL task file you uploaded as my_task.jsonl" in code.note
+    assert "train_data.load_data(model, 'my_task.jsonl', config)" in code.python
+
+    (tmp_path / "my_task.jsonl").write_bytes(content)  # as the note says
+    (tmp_path / "mask.safetensors").write_bytes(client.get(f"/api/masks/{mask['id']}/export", params={"format": "safetensors"}).content)
+    command = shlex.split(code.cli)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OUTLIER_LAB_RUNS_DIR": str(tmp_path / "runs")}
+    done = subprocess.run([sys.executable, "-m", "app.cli.main", *command[1:], "--batch-size", "2"], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(done.stdout)["data"]
+    assert (data["source"], data["train_blocks"], data["held_out_blocks"]) == ("my_task.jsonl", task["train"], task["held_out"]) == ("my_task.jsonl", 8, 2)

@@ -184,12 +184,27 @@ CONFIG_FLAGS = {"steps": "--steps", "lr": "--lr", "full_lr": "--full-lr", "weigh
                 "seq_len": "--seq-len", "seed": "--seed", "lora_rank": "--lora-rank"}
 
 
+# The Fine-tune page's own files -> the name the copied code reads them under.
+OWN_FILES = {"upload": ("my_text.txt", "the text file"), "task": ("my_task.jsonl", "the JSONL task file")}
+
+
+def _run_data(inputs: dict) -> tuple[str, str | None]:
+    """The run's data as `--data` and `train_data.load_data` take it (a bundled corpus or task by
+    name), and what to do first when it was a file of the user's."""
+    data = inputs.get("data", "prose")
+    if data not in OWN_FILES:
+        return data, None
+    name, what = OWN_FILES[data]
+    return name, f"save {what} you uploaded as {name}"
+
+
 def _run(inputs: dict, final: dict | None = None) -> Code:
     """The launch as asked; once the run has ended, with every setting its config recorded."""
     baselines = inputs.get("baselines") or []
+    data, first = _run_data(inputs)
     config = (final or {}).get("config") or {"steps": inputs["steps"], "lr": inputs["lr"]}
     flags = [arg for key, flag in CONFIG_FLAGS.items() if config.get(key) is not None for arg in (flag, repr(config[key]))]
-    cli = ["outlier-lab", "finetune", *_model_args(inputs), "--mask", "mask.safetensors", *flags, *(["--baseline", *baselines] if baselines else []), "--json"]
+    cli = ["outlier-lab", "finetune", *_model_args(inputs), "--mask", "mask.safetensors", "--data", data, *flags, *(["--baseline", *baselines] if baselines else []), "--json"]
     python = "\n".join([
         "from outlier_core.load.models import load_model",
         "from outlier_core.select.mask_files import load_mask",
@@ -199,7 +214,8 @@ def _run(inputs: dict, final: dict | None = None) -> Code:
         _load(inputs),
         "mask = load_mask('mask.safetensors')  # exported from the Selection page",
         f"config = train_data.TrainConfig({', '.join(f'{key}={config[key]!r}' for key in CONFIG_FLAGS if config.get(key) is not None)})",
-        f"data = train_data.make_data(model, train_data.load_corpus({inputs.get('data', 'prose')!r}), config)",
+        f"data = train_data.load_data(model, {data!r}, config)  # packed text blocks, or task rows trained on their completions",
         f"compare(model, mask, {tuple(baselines)!r}, data, config, 'runs/notebook-run')",
     ])
-    return Code(shlex.join(cli), python, "export the mask from the Selection page as mask.safetensors first")
+    steps = ["export the mask from the Selection page as mask.safetensors", *([first] if first else [])]
+    return Code(shlex.join(cli), python, f"first {' and '.join(steps)}")
