@@ -35,6 +35,7 @@ from outlier_core.load.model_cache import model_changed
 from outlier_core.load.models import LoadedModel
 from outlier_core.load.placement import give_back, hold_in_memory, module_tensor_values
 from outlier_core.select.masks import SelectionMask, plain_name
+from outlier_core.tune.tuned_files import read_tuned_file
 
 DELTAS_FORMAT = "outlier-lab-deltas/1"
 
@@ -312,16 +313,7 @@ def save_deltas(path: str | Path, deltas: SparseDeltas, mask: SelectionMask) -> 
 
 def read_deltas(path: str | Path) -> dict[str, torch.Tensor]:
     """Every tensor of a file written by `save_deltas`; InputError (field `deltas`) for anything else."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    try:
-        with safe_open(str(path), "pt") as f:
-            if (f.metadata() or {}).get("format") != DELTAS_FORMAT:
-                raise InputError("deltas", f"{path.name} holds no sparse deltas (format {DELTAS_FORMAT})")
-            return {key: f.get_tensor(key) for key in f.keys()}
-    except (SafetensorError, OSError) as err:
-        raise InputError("deltas", f"{path.name} is not a readable safetensors file ({err})") from err
+    return read_tuned_file(path, DELTAS_FORMAT, "sparse deltas")[1]
 
 
 class SparseTuner:

@@ -12,6 +12,7 @@ from outlier_core.load.models import LoadedModel
 from outlier_core.select.masks import SelectionMask, plain_name
 from outlier_core.tune.methods.base import Attached, TuningMethod
 from outlier_core.tune.train_data import TrainConfig
+from outlier_core.tune.tuned_files import read_tuned_file
 
 FULL_FORMAT = "outlier-lab-full/1"
 
@@ -57,15 +58,9 @@ class FullTuning:
 
     def load_values(self, path: str | Path) -> None:
         """Put the tuned weights of a file written by `save` (same model) in place."""
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            if (f.metadata() or {}).get("format") != FULL_FORMAT:
-                raise InputError("deltas", f"{Path(path).name} holds no full fine-tune weights")
-            names = set(f.keys())
-            if names != set(self.params):
-                raise InputError("deltas", f"{Path(path).name} does not hold this model's weights (names differ)")
-            tensors = {name: f.get_tensor(name) for name in names}
+        _, tensors = read_tuned_file(path, FULL_FORMAT, "full fine-tune weights")
+        if set(tensors) != set(self.params):
+            raise InputError("deltas", f"{Path(path).name} does not hold this model's weights (names differ)")
         for name, p in self.params.items():
             if tensors[name].shape != p.shape:
                 raise InputError("deltas", f"{name} has shape {list(tensors[name].shape)} in the file, {list(p.shape)} in the model")

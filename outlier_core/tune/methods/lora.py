@@ -17,6 +17,7 @@ from outlier_core.load.models import LoadedModel, unbridged
 from outlier_core.select.masks import SelectionMask, model_shapes
 from outlier_core.tune.methods.base import Attached, TuningMethod
 from outlier_core.tune.train_data import TrainConfig
+from outlier_core.tune.tuned_files import read_tuned_file
 
 ADAPTER = "default"
 LORA_FORMAT = "outlier-lab-lora/1"
@@ -96,17 +97,8 @@ class LoraTuning:
     @classmethod
     def from_file(cls, model: LoadedModel, path: str | Path) -> LoraTuning:
         """The LoRA a file written by `save` holds, attached to `model` (it must have the same projections)."""
-        from safetensors import SafetensorError, safe_open
-
         path = Path(path)
-        try:
-            with safe_open(str(path), "pt") as f:
-                meta = f.metadata() or {}
-                tensors = {key: f.get_tensor(key) for key in f.keys()}
-        except (SafetensorError, OSError) as err:
-            raise InputError("deltas", f"{path.name} is not a readable safetensors file ({err})") from err
-        if meta.get("format") != LORA_FORMAT:
-            raise InputError("deltas", f"{path.name} holds no LoRA factors (format {LORA_FORMAT})")
+        meta, tensors = read_tuned_file(path, LORA_FORMAT, "LoRA factors")
         try:
             rank, alpha, targets = int(meta["rank"]), float(meta["alpha"]), json.loads(meta["targets"])
         except (KeyError, ValueError, TypeError) as err:

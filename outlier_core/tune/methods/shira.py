@@ -39,6 +39,7 @@ from outlier_core.tune.methods.lora import (
     put_back_base_layers,
 )
 from outlier_core.tune.train_data import TrainConfig
+from outlier_core.tune.tuned_files import read_tuned_file
 
 ADAPTER = "default"
 SHIRA_FORMAT = "outlier-lab-shira/1"
@@ -111,17 +112,8 @@ class ShiraTuning:
     @classmethod
     def from_file(cls, model: LoadedModel, path: str | Path) -> ShiraTuning:
         """The SHiRA a file written by `save` holds, attached to `model` through a mask_fn of its indices."""
-        from safetensors import SafetensorError, safe_open
-
         path = Path(path)
-        try:
-            with safe_open(str(path), "pt") as f:
-                meta = f.metadata() or {}
-                tensors = {key: f.get_tensor(key) for key in f.keys()}
-        except (SafetensorError, OSError) as err:
-            raise InputError("deltas", f"{path.name} is not a readable safetensors file ({err})") from err
-        if meta.get("format") != SHIRA_FORMAT:
-            raise InputError("deltas", f"{path.name} holds no SHiRA values (format {SHIRA_FORMAT})")
+        meta, tensors = read_tuned_file(path, SHIRA_FORMAT, "SHiRA values")
         try:
             rank, targets = int(meta["rank"]), json.loads(meta["targets"])
         except (KeyError, ValueError, TypeError) as err:
