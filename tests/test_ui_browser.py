@@ -72,9 +72,11 @@ def _env(runs_dir: Path) -> dict[str, str]:
     return env
 
 
-def _start(args: list[str], runs_dir: Path, log: Path, port: int) -> Server:
+def _start(args: list[str], runs_dir: Path, log: Path, port: int, env: dict[str, str] | None = None) -> Server:
     with log.open("wb") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "app.cli.main", *args, "--port", str(port)], env=_env(runs_dir), stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli.main", *args, "--port", str(port)], env={**_env(runs_dir), **(env or {})}, stdout=sink, stderr=subprocess.STDOUT,
+        )
     return Server(f"http://127.0.0.1:{port}", process, log)
 
 
@@ -114,13 +116,15 @@ def workdir() -> Iterator[Path]:
         yield Path(folder)
 
 
-def _stack(workdir: Path, model: str) -> Iterator[tuple[Server, Server]]:
-    """An API on `model` and a UI talking to it; both stopped at the end, whatever happens."""
-    runs = workdir / f"runs-{model}"
-    api = _start(["api", "--model", model, "--device", "cpu"], runs, workdir / f"api-{model}.log", free_port())
+def _stack(workdir: Path, model: str, label: str | None = None, env: dict[str, str] | None = None, ui_args: tuple[str, ...] = ()) -> Iterator[tuple[Server, Server]]:
+    """An API on `model` and a UI talking to it (both with `env`; the UI with `ui_args`), their
+    runs and logs named by `label` (default: the model); both stopped at the end, whatever happens."""
+    label = label or model
+    runs = workdir / f"runs-{label}"
+    api = _start(["api", "--model", model, "--device", "cpu"], runs, workdir / f"api-{label}.log", free_port(), env)
     ui = None
     try:
-        ui = _start(["ui", "--api-url", api.url], runs, workdir / f"ui-{model}.log", free_port())
+        ui = _start(["ui", "--api-url", api.url, *ui_args], runs, workdir / f"ui-{label}.log", free_port(), env)
         _wait(api, "/api/health", lambda r: r.status_code == 200 and r.json()["ready"])
         _wait(ui, "/", lambda r: r.status_code == 200)
         yield api, ui

@@ -20,12 +20,9 @@ from playwright.sync_api import Page, expect
 
 from app.ui.state import DEFAULT_PROMPT, format_perplexity
 from tests.test_ui_browser import (  # noqa: F401  (fixtures, used by name)
-    Server,
     _env,
-    _stop,
-    _wait,
+    _stack,
     browser,
-    free_port,
     go,
     page,
     tiny_stack,
@@ -444,19 +441,9 @@ def test_every_figure_exports_svg_and_a_300_dpi_png_and_none_can_be_shared(tiny_
 
 
 def test_a_ui_served_beyond_loopback_with_a_key_asks_its_user_for_the_key(workdir: Path, page: Page) -> None:
-    env = {**_env(workdir / "runs-keyed"), "OUTLIER_LAB_API_KEY": "s3cret"}
-    api_port, ui_port = free_port(), free_port()
-    servers = []
+    stack = _stack(workdir, "tiny-random", "keyed", {"OUTLIER_LAB_API_KEY": "s3cret"}, ("--host", "0.0.0.0"))
+    _, ui = next(stack)
     try:
-        for args, port in ((["api", "--model", "tiny-random", "--device", "cpu"], api_port), (["ui", "--host", "0.0.0.0", "--api-url", f"http://127.0.0.1:{api_port}"], ui_port)):
-            log = workdir / f"keyed-{args[0]}.log"
-            with log.open("wb") as sink:
-                process = subprocess.Popen([sys.executable, "-m", "app.cli.main", *args, "--port", str(port)], env=env, stdout=sink, stderr=subprocess.STDOUT)
-            servers.append(Server(f"http://127.0.0.1:{port}", process, log))
-        api, ui = servers
-        _wait(api, "/api/health", lambda r: r.status_code == 200 and r.json()["ready"])
-        _wait(ui, "/", lambda r: r.status_code == 200)
-
         page.goto(ui.url + "/layer?layer=2")
         expect(page.get_by_role("button", name="Sign in")).to_be_visible()
         expect(page.locator("#model-status")).to_have_count(0)  # no workbench, nothing of the API's
@@ -471,8 +458,7 @@ def test_a_ui_served_beyond_loopback_with_a_key_asks_its_user_for_the_key(workdi
         page.get_by_role("button", name="Sign out").click()
         expect(page.get_by_role("button", name="Sign in")).to_be_visible()
     finally:
-        for server in servers:
-            _stop(server)
+        stack.close()  # stops both servers
 
 
 def test_the_notebook_records_scans_and_interventions_reopens_them_and_its_command_prints_the_same_numbers(tiny_stack, page: Page) -> None:
