@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from contextlib import closing, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from outlier_core.ids import new_id
-from outlier_core.tune.sweep.store import DB_FILE
+from outlier_core.tune.sweep.store import DB_FILE, transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notebook (
@@ -45,13 +44,8 @@ class NotebookStore:
         with self._transaction() as db:
             db.executescript(SCHEMA)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=30)) as db:
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")  # the sweeps write to the same file
-            with db:
-                yield db
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.path)  # the sweeps' own: they write to the same file
 
     def add(self, session: str, kind: str, title: str, inputs: dict, results: dict) -> NotebookRow:
         row = NotebookRow(new_id(), session, time.time(), kind, title, inputs, results)

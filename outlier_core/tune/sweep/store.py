@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from contextlib import closing, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal
@@ -73,6 +73,18 @@ class SweepRecord:
     pid_started: float | None = None
 
 
+@contextmanager
+def transaction(path: Path) -> Iterator[sqlite3.Connection]:
+    """One connection to the store's file, one transaction: committed on leaving, rolled back
+    on an error; WAL, so that sweeps and the notebook (which shares the file) write side by side."""
+    with closing(sqlite3.connect(path, timeout=30)) as db:
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        with db:
+            yield db
+
+
 class SweepStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -81,15 +93,8 @@ class SweepStore:
         with self._transaction() as db:
             db.executescript(SCHEMA)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One connection, one transaction: committed on leaving, rolled back on an error."""
-        with closing(sqlite3.connect(self.path, timeout=30)) as db:
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            with db:
-                yield db
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.path)
 
     def register(self, sweep_id: str, sweep: SweepConfig, trials: list[Trial]) -> None:
         """The sweep and its trials, as pending where they are new (known trials keep their state)."""
