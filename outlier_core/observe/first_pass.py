@@ -16,9 +16,11 @@ from outlier_core.errors import InputError
 from outlier_core.observe.order_stats import (
     BucketCounter,
     Buckets,
+    as_key,
     chunk_length,
     key_bits,
     key_dtype,
+    scratch,
 )
 
 
@@ -71,22 +73,28 @@ def first_pass(flat: torch.Tensor, field: str, line_length: int | None = None) -
     dtype = key_dtype(flat.dtype)
     n = flat.numel()
     shift = _moment_shift(flat, dtype)
-    counter = BucketCounter(key_bits(n, dtype), dtype, flat.device)
     chunk = chunk_length(flat.device)
     if line_length:
         chunk = max(16, chunk // line_length // 16 * 16) * line_length  # whole rows, by 16
+    chunk = min(chunk, n)
+    counter = BucketCounter(key_bits(n, dtype), dtype, flat.device, chunk)
+    keys = scratch(flat, chunk, dtype) if flat.dtype != dtype else None
+    centered_buffer = scratch(flat, chunk, dtype) if shift else None
+    squared_buffer = scratch(flat, chunk, dtype)
     ranges, sums, row_squares = [], [], []
     column_squares = torch.zeros(line_length, dtype=torch.float64, device=flat.device) if line_length else None
     for start in range(0, n, chunk):
-        part = flat[start:start + chunk].to(dtype)  # (L,)
+        part = as_key(flat[start:start + chunk], dtype, keys)  # (L,)
+        length = part.numel()
         ranges.append(torch.stack(torch.aminmax(part)))
-        centered = part - shift if shift else part
-        squared = centered * centered
+        centered = torch.sub(part, shift, out=centered_buffer[:length]) if shift else part
+        squared = torch.mul(centered, centered, out=squared_buffer[:length])
         sums.append(torch.stack([_exact_sum(part).to(flat.device), squared.sum().double(),
                                  torch.dot(squared, centered).double(), torch.dot(squared, squared).double()]))
         counter.add(part)
         if line_length:
-            squares = (squared if not shift else part * part).view(-1, line_length)  # (rows in chunk, line_length)
+            # (rows in chunk, line_length); the centered buffer is free once the power sums are taken
+            squares = (squared if not shift else torch.mul(part, part, out=centered_buffer[:length])).view(-1, line_length)
             row_squares.append(squares.sum(dim=1).double())
             column_squares += _column_sums(squares)
     extremes = torch.stack(ranges)

@@ -50,11 +50,26 @@ def key_bits(n: int, dtype: torch.dtype) -> int:
     return bits + (_FLOAT64_EXTRA_BITS if dtype == torch.float64 else 0)
 
 
-def _bucket_ids(chunk: torch.Tensor, bits: int) -> torch.Tensor:
-    """chunk: (L,) float32 or float64. Returns (L,) the top `bits` bits of each entry's pattern, as a non-negative int."""
+def _bucket_ids(chunk: torch.Tensor, bits: int, out: torch.Tensor) -> torch.Tensor:
+    """chunk: (L,) float32 or float64. Returns (L,) the top `bits` bits of each entry's pattern, as a
+    non-negative int, written into out[:L] (int32 or int64 as the chunk's width)."""
     int_dtype, _, _, width = _INT[chunk.dtype]
-    ids = chunk.view(int_dtype) >> (width - bits)
+    ids = torch.bitwise_right_shift(chunk.view(int_dtype), width - bits, out=out[:chunk.numel()])
     return ids.bitwise_and_((1 << bits) - 1)
+
+
+def scratch(like: torch.Tensor, length: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """(length,) uninitialised, on like's device: one buffer reused for every chunk of a pass. A
+    fresh multi-MB result per op costs its page faults again on every chunk, more than the op."""
+    return torch.empty(length, dtype=dtype or like.dtype, device=like.device)
+
+
+def as_key(part: torch.Tensor, dtype: torch.dtype, buffer: torch.Tensor | None) -> torch.Tensor:
+    """part: (L,) of any float dtype. The same entries in the key dtype: part itself when it has it,
+    else copied into buffer[:L]."""
+    if part.dtype == dtype:
+        return part
+    return buffer[:part.numel()].copy_(part)
 
 
 def ceil_to(bounds: np.ndarray | float, dtype: torch.dtype) -> np.ndarray:
@@ -80,16 +95,18 @@ def floor_to(bounds: np.ndarray | float, dtype: torch.dtype) -> np.ndarray:
 class BucketCounter:
     """Pass 1: entries per bucket, accumulated chunk by chunk on the tensor's device."""
 
-    def __init__(self, bits: int, dtype: torch.dtype, device: torch.device):
+    def __init__(self, bits: int, dtype: torch.dtype, device: torch.device, chunk: int):
+        """chunk: the longest chunk `add` will be given."""
         self.bits, self.dtype = bits, dtype
         self.n = 0
         self._counts = torch.zeros(1 << bits, dtype=torch.int64, device=device) if bits else None
+        self._ids = torch.empty(chunk, dtype=_INT[dtype][0], device=device) if bits else None
 
     def add(self, chunk: torch.Tensor) -> None:
         """chunk: (L,) of the counter's dtype."""
         self.n += chunk.numel()
         if self.bits:
-            self._counts += torch.bincount(_bucket_ids(chunk, self.bits), minlength=1 << self.bits)
+            self._counts += torch.bincount(_bucket_ids(chunk, self.bits, self._ids), minlength=1 << self.bits)
 
     def finish(self) -> Buckets:
         counts = self._counts.cpu().numpy() if self.bits else np.array([self.n], dtype=np.int64)
@@ -176,7 +193,6 @@ class Gathered:
     low: float  # the tensor's min and max, from pass 1
     high: float
     values: np.ndarray  # (g,) float64, ascending
-    positions: np.ndarray  # (g,) int64 bucket position of each value, non-decreasing
     held: np.ndarray  # (2**bits,) bool by position: gathered (or empty)
     entry_index: np.ndarray  # (g,) int64 flat indices of the gathered entries, ascending ...
     entry_value: np.ndarray  # (g,) float64 ... and their values
@@ -185,17 +201,20 @@ class Gathered:
         if not self.held[positions].all():
             raise AssertionError(f"buckets {positions[~self.held[positions]]} were not gathered")
 
+    def _starts(self, positions: np.ndarray) -> np.ndarray:
+        """(k,) where the values of each (gathered) bucket begin in `values`: every gathered value of
+        an earlier bucket is below the bucket's least value, and none of its own is."""
+        self._check(positions)
+        return np.searchsorted(self.values, self.buckets.value_ranges(positions)[0], side="left")
+
     def order_stats(self, ranks: np.ndarray) -> np.ndarray:
         """(k,) float64: the values of 0-based ranks `ranks` in ascending order."""
         positions = self.buckets.rank_positions(ranks)
-        self._check(positions)
-        start = np.searchsorted(self.positions, positions, side="left")  # where each bucket's values begin
-        return self.values[start + ranks - self.buckets.below[positions]]
+        return self.values[self._starts(positions) + ranks - self.buckets.below[positions]]
 
     def _count(self, bounds: np.ndarray, rounded: np.ndarray, side: str) -> np.ndarray:
         positions = self.buckets.positions_of(rounded)
-        self._check(positions)
-        start = np.searchsorted(self.positions, positions, side="left")
+        start = self._starts(positions)
         # values of earlier gathered buckets are below every bound of this one, later ones above
         return self.buckets.below[positions] + np.searchsorted(self.values, bounds, side=side) - start
 
@@ -235,20 +254,24 @@ def _true_positions(selected: torch.Tensor) -> torch.Tensor:
 def gather(flat: torch.Tensor, buckets: Buckets, wanted: np.ndarray, low: float, high: float) -> Gathered:
     """Pass 2: the entries of `flat` (n,) in the buckets `wanted` (bool by position) marks, on the CPU."""
     held = wanted | (buckets.counts == 0)
-    chunk = chunk_length(flat.device)
+    chunk = min(chunk_length(flat.device), flat.numel())
     values, index = [], []
     table = buckets.lookup(wanted & (buckets.counts > 0), flat.device) if buckets.bits else None
+    keys = scratch(flat, chunk, buckets.dtype) if flat.dtype != buckets.dtype else None
+    ids = scratch(flat, chunk, _INT[buckets.dtype][0]) if table is not None else None
+    selected = scratch(flat, chunk, torch.bool) if table is not None else None
     for start in range(0, flat.numel(), chunk):
-        part = flat[start:start + chunk].to(buckets.dtype)  # (L,)
+        part = as_key(flat[start:start + chunk], buckets.dtype, keys)  # (L,)
         if table is None:
             found = torch.arange(part.numel(), device=flat.device)
         else:
-            found = _true_positions(torch.index_select(table, 0, _bucket_ids(part, buckets.bits)))  # (g_chunk,)
+            hit = torch.index_select(table, 0, _bucket_ids(part, buckets.bits, ids), out=selected[:part.numel()])  # (L,)
+            found = _true_positions(hit)  # (g_chunk,)
         values.append(part[found])
         index.append(found + start)
     entry_value = torch.cat(values).cpu().double().numpy()  # (g,)
     ascending = np.sort(entry_value)
-    return Gathered(buckets, low, high, ascending, buckets.positions_of(ascending), held, torch.cat(index).cpu().numpy(), entry_value)
+    return Gathered(buckets, low, high, ascending, held, torch.cat(index).cpu().numpy(), entry_value)
 
 
 @dataclass(frozen=True)
