@@ -12,8 +12,8 @@ before comes from pass 1, order inside a bucket from sorting its gathered entrie
 Beyond the two passes this costs a sort of the gathered entries, O(g log g); g is a few
 percent of the tensor unless many entries share a bucket (a constant tensor, a grid of few
 values), where it degrades to sorting those. Tensors of at most `SMALL` entries keep one
-bucket: pass 2 gathers them whole and one sort answers everything, cheaper at that size
-than two passes' fixed cost. The keys are float32's or float64's bits; other dtypes are
+bucket: they are sorted whole (by `tensor_stats`, or gathered whole here) and one sort
+answers everything, cheaper at that size than planning over buckets. The keys are float32's or float64's bits; other dtypes are
 read as float32, which holds them exactly.
 """
 

@@ -4,7 +4,9 @@ Rules follow BERT Busters (σ from the tensor mean) with robust alternatives, si
 inflated by the very outliers it is meant to find.
 
 Computed with torch on the tensor's device in two streamed passes, linear in its size (no
-sort of the tensor; `order_stats` says how): results come back to the CPU small.
+sort of the tensor; `order_stats` says how): results come back to the CPU small. A tensor
+of at most `order_stats.SMALL` entries is sorted whole on the CPU instead, after the same
+first pass: the same answers, without the planning over buckets that costs more at that size.
 
 - Exact: count, min, max, mean (summed in float64), every percentile and the median
   (numpy's linear interpolation), the MAD, the histogram counts (numpy's float64 edges,
@@ -17,6 +19,7 @@ sort of the tensor; `order_stats` says how): results come back to the CPU small.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -147,9 +150,10 @@ def _percentile_ranks(qs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, n
     return lower, np.minimum(lower + 1, n - 1), position - lower
 
 
-def _percentiles(gathered: Gathered, qs: tuple[float, ...]) -> tuple[float, ...]:
-    lower, upper, fraction = _percentile_ranks(qs, gathered.buckets.n)
-    low_values, high_values = gathered.order_stats(lower), gathered.order_stats(upper)
+def _percentiles(order_stats: Callable[[np.ndarray], np.ndarray], n: int, qs: tuple[float, ...]) -> tuple[float, ...]:
+    """order_stats: 0-based ranks (k,) -> their values (k,) float64 in ascending order."""
+    lower, upper, fraction = _percentile_ranks(qs, n)
+    low_values, high_values = order_stats(lower), order_stats(upper)
     return tuple(float(v) for v in low_values + (high_values - low_values) * fraction)
 
 
@@ -208,8 +212,9 @@ def _plan(first: FirstPass, rule: WeightRule, bins: int | None, max_listed: int)
     return _Plan(wanted, deviations, edges)
 
 
-def _summary(first: FirstPass, gathered: Gathered, plan: _Plan) -> Summary:
-    median, *percentiles = _percentiles(gathered, (50, *PERCENTILES))
+def _summary(first: FirstPass, percentiles: tuple[float, ...], mad: Callable[[float], float]) -> Summary:
+    """percentiles: at (50, *PERCENTILES); mad: the median -> the MAD about it."""
+    median, *others = percentiles
     return Summary(
         count=first.count,
         min=first.min,
@@ -217,9 +222,14 @@ def _summary(first: FirstPass, gathered: Gathered, plan: _Plan) -> Summary:
         mean=first.mean,
         std=math.sqrt(first.moments[0]),
         median=median,
-        mad=float(deviations_at(gathered, plan.deviations, median).mean()),
-        percentiles=tuple(zip(PERCENTILES, percentiles)),
+        mad=mad(median),
+        percentiles=tuple(zip(PERCENTILES, others)),
     )
+
+
+def _gathered_summary(first: FirstPass, gathered: Gathered, plan: _Plan) -> Summary:
+    percentiles = _percentiles(gathered.order_stats, first.count, (50, *PERCENTILES))
+    return _summary(first, percentiles, lambda median: float(deviations_at(gathered, plan.deviations, median).mean()))
 
 
 def _shape_measures(n: int, m2: float, m3: float, m4: float) -> tuple[float | None, float | None, float | None]:
@@ -234,20 +244,22 @@ def _shape_measures(n: int, m2: float, m3: float, m4: float) -> tuple[float | No
     return skewness, excess_kurtosis, bimodality
 
 
-def _bounds(summary: Summary, gathered: Gathered, rule: WeightRule) -> tuple[float, float]:
+def _bounds(summary: Summary, percentiles: Callable[[tuple[float, ...]], tuple[float, ...]], rule: WeightRule) -> tuple[float, float]:
     if rule.kind == "sigma":
         half = rule.k * summary.std
         return summary.mean - half, summary.mean + half
     if rule.kind == "mad":
         half = rule.k * MAD_TO_SIGMA * summary.mad
         return summary.median - half, summary.median + half
-    return _percentiles(gathered, (100 - rule.k, rule.k))
+    return percentiles((100 - rule.k, rule.k))
 
 
-def _outlier_set(gathered: Gathered, shape: tuple[int, ...], low: float, high: float, rule: WeightRule, max_listed: int) -> OutlierSet:
-    count = int(gathered.count_below(low)[0] + gathered.buckets.n - gathered.count_at_most(high)[0])
-    outside = (gathered.entry_value < low) | (gathered.entry_value > high)  # exact: float64 against float64
-    values, index = gathered.entry_value[outside], gathered.entry_index[outside]
+def _outlier_set(entries: tuple[np.ndarray, np.ndarray], count: int, shape: tuple[int, ...], low: float, high: float,
+                 rule: WeightRule, max_listed: int) -> OutlierSet:
+    """entries: (values (g,) float64, flat indices (g,)), among them every entry outside [low, high]."""
+    entry_value, entry_index = entries
+    outside = (entry_value < low) | (entry_value > high)  # exact: float64 against float64
+    values, index = entry_value[outside], entry_index[outside]
     beyond = np.maximum(low - values, values - high)  # how far outside the bounds
     order = np.lexsort((index, -beyond))[:max_listed]  # farthest first, then by flat index
     coordinates = np.stack(np.unravel_index(index[order], shape), axis=1).tolist()  # (listed, ndim)
@@ -255,19 +267,48 @@ def _outlier_set(gathered: Gathered, shape: tuple[int, ...], low: float, high: f
     return OutlierSet(rule, low, high, count, listed)
 
 
-def _histogram(gathered: Gathered, edges: np.ndarray) -> Histogram:
-    below = np.concatenate([[0], gathered.count_below(edges[1:-1]), [gathered.buckets.n]])  # the last bin is closed
+def _histogram(edges: np.ndarray, count_below: Callable[[np.ndarray], np.ndarray], n: int) -> Histogram:
+    """count_below: bounds (k,) -> entries strictly below each, exactly."""
+    below = np.concatenate([[0], count_below(edges[1:-1]), [n]])  # the last bin is closed
     return Histogram(tuple(float(e) for e in edges), tuple(int(c) for c in np.diff(below)))
 
 
-def _distribution(flat: torch.Tensor, first: FirstPass, shape: tuple[int, ...], rule: WeightRule, bins: int | None, max_listed: int):
+def _bucketed_distribution(flat: torch.Tensor, first: FirstPass, shape: tuple[int, ...], rule: WeightRule, bins: int | None, max_listed: int):
     """Pass 2 and what it answers: (summary, histogram or None, outliers)."""
     plan = _plan(first, rule, bins, max_listed)
     gathered = gather(flat, first.buckets, plan.wanted, first.min, first.max)
-    summary = _summary(first, gathered, plan)
-    low, high = _bounds(summary, gathered, rule)
-    histogram = _histogram(gathered, plan.edges) if plan.edges is not None else None
-    return summary, histogram, _outlier_set(gathered, shape, low, high, rule, max_listed)
+    summary = _gathered_summary(first, gathered, plan)
+    low, high = _bounds(summary, lambda qs: _percentiles(gathered.order_stats, first.count, qs), rule)
+    histogram = _histogram(plan.edges, gathered.count_below, first.count) if plan.edges is not None else None
+    count = int(gathered.count_below(low)[0] + first.count - gathered.count_at_most(high)[0])
+    return summary, histogram, _outlier_set((gathered.entry_value, gathered.entry_index), count, shape, low, high, rule, max_listed)
+
+
+def _sorted_distribution(flat: torch.Tensor, first: FirstPass, shape: tuple[int, ...], rule: WeightRule, bins: int | None, max_listed: int):
+    """What `_bucketed_distribution` answers, for a tensor the first pass kept in one bucket: it
+    is sorted whole on the CPU and every answer read off the sorted values, without the
+    planning over buckets that costs a small tensor more than the sort."""
+    values = flat.detach().to("cpu", torch.float64).numpy()  # (n,) by flat index
+    ascending = np.sort(values)
+    n = first.count
+
+    def percentiles(qs: tuple[float, ...]) -> tuple[float, ...]:
+        return _percentiles(ascending.__getitem__, n, qs)
+
+    def mad(median: float) -> float:
+        return float(np.sort(np.abs(ascending - median))[_median_deviation_ranks(n)].mean())
+
+    summary = _summary(first, percentiles((50, *PERCENTILES)), mad)
+    low, high = _bounds(summary, percentiles, rule)
+    histogram = _histogram(_histogram_edges(first, bins), lambda bounds: np.searchsorted(ascending, bounds, side="left"), n) if bins else None
+    count = int(np.searchsorted(ascending, low, side="left") + n - np.searchsorted(ascending, high, side="right"))
+    return summary, histogram, _outlier_set((values, np.arange(n)), count, shape, low, high, rule, max_listed)
+
+
+def _distribution(flat: torch.Tensor, first: FirstPass, shape: tuple[int, ...], rule: WeightRule, bins: int | None, max_listed: int):
+    """(summary, histogram or None, outliers) of `flat` (n,), after its first pass."""
+    answer = _sorted_distribution if first.buckets.bits == 0 else _bucketed_distribution
+    return answer(flat, first, shape, rule, bins, max_listed)
 
 
 def _line_norms(squares: torch.Tensor, axis: str, rule: WeightRule, max_listed: int) -> LineNorms:
@@ -328,7 +369,7 @@ def weight_outlier_mask(w: torch.Tensor, rule: WeightRule = WeightRule()) -> tor
     first = first_pass(flat, "weights")
     plan = _plan(first, rule, None, 0)
     gathered = gather(flat, first.buckets, plan.wanted, first.min, first.max)
-    low, high = _bounds(_summary(first, gathered, plan), gathered, rule)
+    low, high = _bounds(_gathered_summary(first, gathered, plan), lambda qs: _percentiles(gathered.order_stats, first.count, qs), rule)
     dtype = first.buckets.dtype
     below, above = float(ceil_to(low, dtype)), float(floor_to(high, dtype))
     mask = torch.empty(flat.numel(), dtype=torch.bool, device=flat.device)
