@@ -43,10 +43,13 @@ def chunk_length(device: torch.device) -> int:
 
 
 def key_bits(n: int, dtype: torch.dtype) -> int:
-    """Key bits for a tensor of n entries: 0 (one bucket) when small, else about n / 2**4 buckets, at most 2**16."""
+    """Key bits for a tensor of n entries: 0 (one bucket) when small, else about n / 4 buckets, at most 2**16.
+
+    Fewer, wider buckets would make pass 2 gather more of the tensor, and finding the gathered
+    entries costs more per entry the more of them there are (a mispredicted branch each)."""
     if n <= SMALL:
         return 0
-    bits = min(MAX_BITS, max(12, int(math.log2(n)) - 4))
+    bits = min(MAX_BITS, max(12, int(math.log2(n)) - 2))
     return bits + (_FLOAT64_EXTRA_BITS if dtype == torch.float64 else 0)
 
 
