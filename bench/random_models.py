@@ -28,11 +28,15 @@ class LlamaShape:
     vocab: int = 32000
 
     @property
-    def n_params(self) -> int:
+    def block_params(self) -> int:
+        """Parameters of the transformer blocks: what a forward pass multiplies by, bar the unembedding."""
         head = self.d_model // self.n_heads
         attention = 2 * self.d_model * self.d_model + 2 * self.d_model * self.n_kv_heads * head
-        block = attention + 3 * self.d_model * self.d_ffn + 2 * self.d_model
-        return self.n_layers * block + 2 * self.vocab * self.d_model + self.d_model  # untied embeddings
+        return self.n_layers * (attention + 3 * self.d_model * self.d_ffn + 2 * self.d_model)
+
+    @property
+    def n_params(self) -> int:
+        return self.block_params + 2 * self.vocab * self.d_model + self.d_model  # untied embeddings, final norm
 
     @property
     def label(self) -> str:
