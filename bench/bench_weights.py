@@ -6,7 +6,14 @@ most 5x one plain pass that computes the sum and the sum of squares of every wei
 SmolLM2-135M and on a config-built 472M-parameter Llama (d_model 2048, FFN 5632, 6 layers,
 vocab 40,000, random weights, saved once under --cache). The two alternate; medians.
 
-    .venv/bin/python bench/bench_weights.py [--repeats 3] [--threads N] [--device cpu] [--cache /tmp/outlier-lab-bench]
+Beside them, one step of the statistics alone: counting every entry into its order-key
+bucket (`order_stats.BucketCounter`, the bincount no reduction can stand in for), to show
+how much of the 5x one step that an exact answer needs already takes. With --fused, also
+pass 1's reductions (range, sum, three power sums, row and column sums of squares) as one
+`torch.compile`d kernel per tensor: what the best fused pass 1 would cost before it counts
+a single bucket (compiled once, with dynamic shapes, before timing).
+
+    .venv/bin/python bench/bench_weights.py [--repeats 3] [--threads N] [--device cpu] [--fused] [--cache /tmp/outlier-lab-bench]
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from random_models import LlamaShape, saved_llama
 from timing import timed
 
 from outlier_core.load.models import load_model
+from outlier_core.observe.order_stats import BucketCounter, chunk_length, key_bits, key_dtype
 from outlier_core.observe.tensor_stats import WeightRule
 from outlier_core.observe.weights import KINDS, model_parameters, model_weight_stats
 
@@ -36,18 +44,49 @@ def floor_pass(tensors: list[torch.Tensor]) -> None:
         torch.linalg.vector_norm(t)
 
 
-def measure(model, repeats: int) -> list[tuple[str, float, float]]:
-    """(rule, statistics s, floor s) per rule: medians over `repeats` alternating runs."""
+def bucket_counting(tensors: list[torch.Tensor]) -> None:
+    """Pass 1's bucket counts alone, as the statistics take them: chunk by chunk, every tensor."""
+    for t in tensors:
+        flat = t.reshape(-1)
+        dtype = key_dtype(flat.dtype)
+        chunk = min(chunk_length(flat.device), flat.numel())
+        counter = BucketCounter(key_bits(flat.numel(), dtype), dtype, flat.device, chunk)
+        for start in range(0, flat.numel(), chunk):
+            counter.add(flat[start:start + chunk].to(dtype))
+        counter.finish()
+
+
+def _reductions(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """x: (rows, columns). Pass 1's reductions, to be fused into one kernel."""
+    squared = x * x
+    return x.amin(), x.amax(), x.sum(), squared.sum(), (squared * x).sum(), (squared * squared).sum(), squared.sum(1), squared.sum(0)
+
+
+def fused_reductions(tensors: list[torch.Tensor], kernel) -> None:
+    for t in tensors:
+        kernel(t if t.ndim == 2 else t.reshape(1, -1))
+
+
+def measure(model, repeats: int, fused: bool) -> list[tuple[str, float, float, float, float | None]]:
+    """(rule, statistics s, floor s, bucket counting s, fused reductions s or None) per rule:
+    medians over `repeats` alternating runs."""
     tensors = [p.tensor.detach() for p in model_parameters(model, KINDS)]
     log.info("%s: %d tensors, %.1f M entries", model.name, len(tensors), sum(t.numel() for t in tensors) / 1e6)
+    kernel = torch.compile(_reductions, dynamic=True) if fused else None
+    if kernel:
+        fused_reductions(tensors, kernel)  # compiles
     rows = []
     for rule in RULES:
         model_weight_stats(model, rule, kinds=KINDS)  # warm-up
-        stats, floor = [], []
+        stats, floor, counting, reductions = [], [], [], []
         for _ in range(repeats):
             floor.append(timed(lambda: floor_pass(tensors), model.device))
             stats.append(timed(lambda rule=rule: model_weight_stats(model, rule, kinds=KINDS), model.device))
-        rows.append((f"{rule.kind} k={rule.k:g}", statistics.median(stats), statistics.median(floor)))
+            counting.append(timed(lambda: bucket_counting(tensors), model.device))
+            if kernel:
+                reductions.append(timed(lambda: fused_reductions(tensors, kernel), model.device))
+        medians = [statistics.median(s) for s in (stats, floor, counting)]
+        rows.append((f"{rule.kind} k={rule.k:g}", *medians, statistics.median(reductions) if kernel else None))
     return rows
 
 
@@ -56,6 +95,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--fused", action="store_true", help="also time pass 1's reductions as one torch.compile'd kernel")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/outlier-lab-bench"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -66,13 +106,14 @@ def main() -> None:
     for name in ("smollm2-135m", str(saved_llama(LLAMA_472M, args.cache))):
         model = load_model(name, device=args.device)
         label = "SmolLM2-135M" if name == "smollm2-135m" else f"Llama {LLAMA_472M.n_params / 1e6:.0f}M"
-        table += [(label, *row) for row in measure(model, args.repeats)]
+        table += [(label, *row) for row in measure(model, args.repeats, args.fused)]
         del model
     log.info("threads %d, device %s", torch.get_num_threads(), args.device)
-    log.info("| model | rule | statistics s | floor s | × floor |")
-    log.info("|---|---|---|---|---|")
-    for label, rule, stats, floor in table:
-        log.info("| %s | %s | %.2f | %.3f | %.1f |", label, rule, stats, floor, stats / floor)
+    log.info("| model | rule | statistics s | floor s | × floor | bucket counting alone × floor | fused reductions alone × floor |")
+    log.info("|---|---|---|---|---|---|---|")
+    for label, rule, stats, floor, counting, reductions in table:
+        fused = f"{reductions / floor:.1f}" if reductions is not None else "not run"
+        log.info("| %s | %s | %.2f | %.3f | %.1f | %.1f | %s |", label, rule, stats, floor, stats / floor, counting / floor, fused)
 
 
 if __name__ == "__main__":
