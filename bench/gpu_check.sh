@@ -4,8 +4,9 @@
 # step time and peak memory for mask / LoRA / full, the API's memory during a job), and a
 # 2-process data-parallel fine-tune beside a 1-process one when there are two GPUs, and the
 # big-model figures (an 8B model from the HF cache, else a config-built 7B: load, scan,
-# intervene, weight statistics, peak memory). Every figure lands in one file, printed at the
-# end for README.
+# intervene, weight statistics, peak memory), and the weight statistics against the
+# sum/sum-of-squares floor with a fused (Triton) pass 1's reductions beside them: the 5x
+# target's GPU side. Every figure lands in one file, printed at the end for README.
 #
 #     bash bench/gpu_check.sh            (after `make setup`, with a CUDA build of torch)
 #
@@ -65,6 +66,7 @@ else
 fi
 
 step big-model 240 "$python" bench/bench_big_model.py --device cuda --cache "$out/models"
+step weights 150 "$python" bench/bench_weights.py --device cuda --fused --cache "$out/models"
 if [ "$gpus" -ge 2 ]; then
     step big-model-spread 180 "$python" bench/bench_big_model.py --device-map auto --cache "$out/models"
 fi
