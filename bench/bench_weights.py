@@ -28,7 +28,7 @@ from random_models import LlamaShape, saved_llama
 from timing import timed
 
 from outlier_core.load.models import load_model
-from outlier_core.observe.order_stats import BucketCounter, chunk_length, key_bits, key_dtype
+from outlier_core.observe.order_stats import BucketCounter, as_key, chunk_length, key_bits, key_dtype, scratch
 from outlier_core.observe.tensor_stats import WeightRule
 from outlier_core.observe.weights import KINDS, model_parameters, model_weight_stats
 
@@ -51,8 +51,9 @@ def bucket_counting(tensors: list[torch.Tensor]) -> None:
         dtype = key_dtype(flat.dtype)
         chunk = min(chunk_length(flat.device), flat.numel())
         counter = BucketCounter(key_bits(flat.numel(), dtype), dtype, flat.device, chunk)
+        keys = scratch(flat, chunk, dtype) if flat.dtype != dtype else None
         for start in range(0, flat.numel(), chunk):
-            counter.add(flat[start:start + chunk].to(dtype))
+            counter.add(as_key(flat[start:start + chunk], dtype, keys))
         counter.finish()
 
 

@@ -13,8 +13,8 @@ Beyond the two passes this costs a sort of the gathered entries, O(g log g); g i
 percent of the tensor unless many entries share a bucket (a constant tensor, a grid of few
 values), where it degrades to sorting those. Tensors of at most `SMALL` entries keep one
 bucket: they are sorted whole (by `tensor_stats`, or gathered whole here) and one sort
-answers everything, cheaper at that size than planning over buckets. The keys are float32's or float64's bits; other dtypes are
-read as float32, which holds them exactly.
+answers everything, cheaper at that size than planning over buckets. The keys are float32's
+or float64's bits; other dtypes are read as float32, which holds them exactly.
 """
 
 from __future__ import annotations
